@@ -1,0 +1,31 @@
+"""actorq: a task queue and workflow engine on trio and NATS JetStream.
+
+The implementation lives in private modules; this module is the public face and re-exports
+every public name (``from ._x import Name as Name``), so users write ``actorq.Worker`` and
+tracebacks say so too.
+"""
+
+from __future__ import annotations
+
+from ._errors import (
+    ActorError as ActorError,
+    ActorGone as ActorGone,
+    ActorqError as ActorqError,
+    AskTimeout as AskTimeout,
+    BrokerError as BrokerError,
+    EmbeddedServerError as EmbeddedServerError,
+    InvalidUrl as InvalidUrl,
+    KeyExists as KeyExists,
+    MailboxFull as MailboxFull,
+    NotConnected as NotConnected,
+    NotFound as NotFound,
+    PublishFailed as PublishFailed,
+    SupervisorGaveUp as SupervisorGaveUp,
+    WrongRevision as WrongRevision,
+)
+from ._util import fixup_module_metadata as _fixup_module_metadata
+
+__version__ = "0.1.0"
+
+_fixup_module_metadata(__name__, globals())
+del _fixup_module_metadata

@@ -1,0 +1,78 @@
+"""The one exception hierarchy of actorq.
+
+Every error actorq raises on purpose derives from `ActorqError`, so applications can catch
+"anything actorq refused" in one place. Argument errors in user calls stay the builtin
+`TypeError` / `ValueError` (raised before anything is published), because that is what Python
+code expects of a bad call.
+"""
+
+from __future__ import annotations
+
+
+class ActorqError(Exception):
+    """Base class of every error actorq raises on purpose."""
+
+
+# --- actors -------------------------------------------------------------------------------
+
+
+class ActorError(ActorqError):
+    """Base class of errors raised by the actor runtime (`actorq.actors`)."""
+
+
+class ActorGone(ActorError):
+    """The actor behind a reference has stopped; its mailbox no longer accepts messages."""
+
+
+class MailboxFull(ActorError):
+    """A mailbox with the `Overflow.REJECT` policy (or a `*_nowait` send) found no room."""
+
+
+class AskTimeout(ActorError):
+    """An `ActorRef.ask` got no reply within its timeout."""
+
+
+class SupervisorGaveUp(ActorError):
+    """A supervisor exceeded its restart intensity and stopped all of its children.
+
+    The child's last error is the ``__cause__``. A parent supervisor treats this like any
+    other crash of its child.
+    """
+
+
+# --- brokers ------------------------------------------------------------------------------
+
+
+class BrokerError(ActorqError):
+    """Base class of transport errors (memory or JetStream broker)."""
+
+
+class NotConnected(BrokerError):
+    """The broker is not connected (disconnected, reconnecting or closed)."""
+
+
+class NotFound(BrokerError):
+    """A stream, consumer, message or bucket does not exist."""
+
+
+class KeyExists(BrokerError):
+    """`kv_create` found a live value under the key."""
+
+
+class WrongRevision(BrokerError):
+    """A compare-and-set KV write named a revision that is no longer the key's latest."""
+
+
+class PublishFailed(BrokerError):
+    """The server refused a publish (no stream for the subject, wrong expectation, ...)."""
+
+
+class InvalidUrl(BrokerError, ValueError):
+    """A broker URL that actorq cannot use."""
+
+
+# --- embedded server ----------------------------------------------------------------------
+
+
+class EmbeddedServerError(ActorqError):
+    """The embedded nats-server could not be started (binary missing, port taken, ...)."""

@@ -1,0 +1,34 @@
+"""Small helpers shared by the public namespaces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def fixup_module_metadata(module_name: str, namespace: dict[str, Any]) -> None:
+    """Make re-exported public names report the public module they are reached from.
+
+    Tracebacks, reprs and docs then say ``actorq.Worker`` rather than
+    ``actorq._worker.Worker``. Only objects defined inside actorq are touched.
+    """
+    seen: set[int] = set()
+
+    def fix(name: str, obj: Any) -> None:
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        mod = getattr(obj, "__module__", None)
+        if mod is None or not mod.startswith("actorq."):
+            return
+        try:
+            obj.__module__ = module_name
+        except (AttributeError, TypeError):
+            return
+        if isinstance(obj, type):
+            for attr_name, attr_value in obj.__dict__.items():
+                if not attr_name.startswith("_"):
+                    fix(attr_name, attr_value)
+
+    for name, obj in namespace.items():
+        if not name.startswith("_"):
+            fix(name, obj)
