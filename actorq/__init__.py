@@ -23,6 +23,24 @@ from ._errors import (
     SupervisorGaveUp as SupervisorGaveUp,
     WrongRevision as WrongRevision,
 )
+from ._app import App as App
+from ._errors import (
+    ResultTimeout as ResultTimeout,
+    TaskCancelled as TaskCancelled,
+    TaskDropped as TaskDropped,
+    TaskFailed as TaskFailed,
+)
+from ._retry import (
+    Backoff as Backoff,
+    NoRetry as NoRetry,
+    Retry as Retry,
+    RetryPolicy as RetryPolicy,
+)
+from ._task import (
+    Task as Task,
+    TaskOptions as TaskOptions,
+    remote_task as remote_task,
+)
 from ._util import fixup_module_metadata as _fixup_module_metadata
 
 __version__ = "0.1.0"

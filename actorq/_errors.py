@@ -76,3 +76,56 @@ class InvalidUrl(BrokerError, ValueError):
 
 class EmbeddedServerError(ActorqError):
     """The embedded nats-server could not be started (binary missing, port taken, ...)."""
+
+
+# --- tasks --------------------------------------------------------------------------------
+
+
+class TaskFailed(ActorqError):
+    """A task failed for good (its retries, if any, are exhausted).
+
+    Attributes:
+        task_id: The failed task's id.
+        task: Its registered name.
+        kind: What failed: ``error`` (the handler raised), ``timeout``, ``deadline``,
+            ``decode``, ``unknown_task``, ``result_too_large``.
+        message: The error message (for ``error``: ``"ExceptionType: message"``).
+        type: Qualified name of the exception type, when there was one.
+        remote_traceback: The traceback as formatted on the worker.
+        attempts: How many attempts were made.
+    """
+
+    def __init__(
+        self,
+        *,
+        task_id: str,
+        task: str,
+        kind: str,
+        message: str,
+        type: str = "",
+        remote_traceback: str = "",
+        attempts: int = 0,
+    ) -> None:
+        super().__init__(
+            f"task {task} ({task_id}) failed after {attempts} attempt(s): [{kind}] {message}"
+        )
+        self.task_id = task_id
+        self.task = task
+        self.kind = kind
+        self.message = message
+        self.type = type
+        self.remote_traceback = remote_traceback
+        self.attempts = attempts
+
+
+class TaskCancelled(ActorqError):
+    """The task was cancelled before it produced a result."""
+
+
+class TaskDropped(ActorqError):
+    """The task was dropped from the client's disconnected buffer by its overflow policy
+    (`Overflow.DROP_NEWEST` / `DROP_OLDEST`) and was never published."""
+
+
+class ResultTimeout(ActorqError, TimeoutError):
+    """No result arrived within the wait's timeout. The task itself may still run."""

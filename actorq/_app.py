@@ -1,0 +1,128 @@
+"""The application: a namespace and its registry of tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
+
+from ._names import Layout
+from ._retry import DEFAULT_RETRY, RetryPolicy
+from ._task import Task, TaskOptions, make_task
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _TaskDecorator(Protocol):
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+class App:
+    """An actorq application: the namespace of its streams, subjects and buckets, and its tasks.
+
+    Producers and workers that share a namespace share work; several apps can share one NATS.
+
+    Args:
+        namespace: 1-32 lowercase letters, digits, ``_`` or ``-``.
+        default_retry: The retry policy of tasks that set none.
+        result_ttl: Seconds stored results are kept (default one day).
+        max_result_size: Largest encoded result in bytes; a bigger one fails the task clearly
+            (kind ``result_too_large``) instead of being refused by the server.
+        replicas: Replicas of the app's streams and buckets (3 on a production cluster).
+    """
+
+    def __init__(
+        self,
+        namespace: str,
+        *,
+        default_retry: RetryPolicy = DEFAULT_RETRY,
+        result_ttl: float = 24 * 3600.0,
+        max_result_size: int = 512 * 1024,
+        replicas: int = 1,
+    ) -> None:
+        self.layout = Layout(namespace)
+        self.default_retry = default_retry
+        if result_ttl <= 0:
+            raise ValueError(f"result_ttl must be positive, got {result_ttl!r}")
+        self.result_ttl = float(result_ttl)
+        self.max_result_size = max_result_size
+        self.replicas = replicas
+        self._tasks: dict[str, Task[Any, Any]] = {}
+
+    @property
+    def namespace(self) -> str:
+        return self.layout.namespace
+
+    @property
+    def tasks(self) -> Mapping[str, Task[Any, Any]]:
+        """Registered tasks by name."""
+        return dict(self._tasks)
+
+    def __repr__(self) -> str:
+        return f"App({self.namespace!r}, tasks={sorted(self._tasks)})"
+
+    @overload
+    def task(self, fn: Callable[P, Awaitable[R]], /) -> Task[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        store_result: bool = True,
+        result_ttl: float | None = None,
+    ) -> _TaskDecorator: ...
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        store_result: bool = True,
+        result_ttl: float | None = None,
+    ) -> Any:
+        """Register a function as a task: ``@app.task`` or ``@app.task(name=..., queue=...)``.
+
+        ``async def`` functions run on the worker's trio loop; plain ``def`` functions run in
+        a worker thread. The default name is the module-qualified function name; name tasks
+        explicitly when producers and workers live in different codebases.
+
+        Raises:
+            ValueError: an invalid or already registered name, or an invalid option.
+            TypeError: not a function, a generator, or unresolvable annotations.
+        """
+        settings = TaskOptions(
+            queue=queue,
+            retry=retry,
+            timeout=timeout,
+            store_result=store_result,
+            result_ttl=result_ttl,
+        )
+
+        def register(function: Callable[..., Any]) -> Task[Any, Any]:
+            task = make_task(function, name=name, settings=settings)
+            if task.name in self._tasks:
+                raise ValueError(
+                    f"task {task.name!r} is already registered in app {self.namespace!r}"
+                )
+            self._tasks[task.name] = task
+            return task
+
+        return register if fn is None else register(fn)
+
+    def lookup(self, name: str) -> Task[Any, Any] | None:
+        return self._tasks.get(name)
+
+    def retry_policy(self, task: Task[Any, Any]) -> RetryPolicy:
+        return task.settings.retry or self.default_retry

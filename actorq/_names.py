@@ -1,0 +1,156 @@
+"""Names that become subjects, streams and buckets, and the JetStream layout of one app.
+
+Everything a user names (the app namespace, queues, tasks) ends up inside NATS subjects, so it
+is validated here, once, with an error that names the offending value. Task names may contain
+dots (``media.resize``); a subject token cannot, so dots are encoded as ``:`` (a character a
+task name may not contain, which keeps the encoding one-to-one).
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+_NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_QUEUE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_TASK_SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_-]*"
+_TASK = re.compile(rf"^{_TASK_SEGMENT}(\.{_TASK_SEGMENT})*$")
+MAX_TASK_NAME = 200
+
+
+def validate_namespace(namespace: str) -> str:
+    """Check an app namespace: lowercase letters, digits, ``_`` and ``-``, at most 32 chars."""
+    if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
+        raise ValueError(
+            f"invalid app namespace {namespace!r}: use 1-32 lowercase letters, digits, '_' or"
+            " '-', starting with a letter or digit (it becomes part of subjects and streams)"
+        )
+    return namespace
+
+
+def validate_queue(queue: str) -> str:
+    """Check a queue name: letters, digits, ``_`` and ``-`` (one subject token)."""
+    if not isinstance(queue, str) or not _QUEUE.match(queue):
+        raise ValueError(
+            f"invalid queue name {queue!r}: use 1-64 letters, digits, '_' or '-'"
+            " (it becomes one subject token)"
+        )
+    return queue
+
+
+def validate_task_name(name: str) -> str:
+    """Check a task name: dot-separated segments of letters, digits, ``_`` and ``-``."""
+    if not isinstance(name, str) or len(name) > MAX_TASK_NAME or not _TASK.match(name):
+        raise ValueError(
+            f"invalid task name {name!r}: use dot-separated segments of letters, digits, '_'"
+            f" or '-' (for example 'media.resize'), at most {MAX_TASK_NAME} characters"
+        )
+    return name
+
+
+def task_token(name: str) -> str:
+    """The subject token of a (valid) task name: dots become ``:``."""
+    return name.replace(".", ":")
+
+
+def default_task_name(module: str, qualname: str) -> str:
+    """The module-qualified name of a function, without the ``<locals>`` of nested ones."""
+    return f"{module}.{qualname.replace('.<locals>', '')}"
+
+
+@attrs.frozen
+class Layout:
+    """Where one app's streams, subjects, consumers and buckets live in JetStream.
+
+    Namespaced by the app name so several apps can share one NATS. See docs/architecture.md.
+    """
+
+    namespace: str = attrs.field(converter=validate_namespace)
+
+    @property
+    def prefix(self) -> str:
+        return f"actorq.{self.namespace}"
+
+    @property
+    def _upper(self) -> str:
+        return self.namespace.upper().replace("-", "_")
+
+    # tasks
+
+    @property
+    def tasks_stream(self) -> str:
+        return f"ACTORQ_{self._upper}_TASKS"
+
+    @property
+    def task_subjects(self) -> str:
+        return f"{self.prefix}.task.>"
+
+    def queue_subjects(self, queue: str) -> str:
+        """The filter of a queue's consumer: every task of the queue."""
+        return f"{self.prefix}.task.{validate_queue(queue)}.>"
+
+    def task_subject(self, queue: str, task_name: str) -> str:
+        return f"{self.prefix}.task.{validate_queue(queue)}.{task_token(task_name)}"
+
+    def queue_consumer(self, queue: str) -> str:
+        """The durable consumer shared by every worker of a queue."""
+        return f"queue-{validate_queue(queue)}"
+
+    # schedules: inside the tasks stream, outside every consumer's filter
+
+    @property
+    def schedule_subjects(self) -> str:
+        return f"{self.prefix}.sched.>"
+
+    def schedule_subject(self, schedule_id: str) -> str:
+        return f"{self.prefix}.sched.{schedule_id}"
+
+    # results
+
+    @property
+    def results_stream(self) -> str:
+        return f"ACTORQ_{self._upper}_RESULTS"
+
+    @property
+    def result_subjects(self) -> str:
+        return f"{self.prefix}.result.>"
+
+    def result_origin_subjects(self, origin: str) -> str:
+        """Every result of tasks whose ids a client with this origin minted."""
+        return f"{self.prefix}.result.{origin}.*"
+
+    def result_subject(self, task_id: str) -> str:
+        return f"{self.prefix}.result.{task_origin(task_id)}.{task_id}"
+
+    # dead letters
+
+    @property
+    def dlq_stream(self) -> str:
+        return f"ACTORQ_{self._upper}_DLQ"
+
+    @property
+    def dlq_subjects(self) -> str:
+        return f"{self.prefix}.dlq.>"
+
+    def dlq_subject(self, queue: str, task_name: str) -> str:
+        return f"{self.prefix}.dlq.{validate_queue(queue)}.{task_token(task_name)}"
+
+
+# Task ids are 32 hex characters. The first ORIGIN_LENGTH are the minting client's origin, so a
+# client can receive the results of all its tasks through one subscription
+# (``result.<origin>.*``) while any process can still derive a task's result subject from its
+# id alone.
+ORIGIN_LENGTH = 12
+TASK_ID_LENGTH = 32
+_TASK_ID = re.compile(rf"^[0-9a-f]{{{TASK_ID_LENGTH}}}$")
+
+
+def validate_task_id(task_id: str) -> str:
+    if not isinstance(task_id, str) or not _TASK_ID.match(task_id):
+        raise ValueError(f"invalid task id {task_id!r}: expected 32 lowercase hex characters")
+    return task_id
+
+
+def task_origin(task_id: str) -> str:
+    return validate_task_id(task_id)[:ORIGIN_LENGTH]

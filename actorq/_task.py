@@ -1,0 +1,245 @@
+"""Tasks: registered functions, their options, and argument binding.
+
+A `Task` is a frozen description of a registered function: its name (fixed at registration),
+its signature (introspected once), and its `TaskOptions`. ``task.options(...)`` returns a new
+frozen `Task` with some options changed — the only way options travel, so they can never be
+confused with the task's own keyword arguments.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import math
+import typing
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, ParamSpec, TypeVar
+
+import attrs
+
+from . import _codec
+from ._names import default_task_name, validate_queue, validate_task_name
+from ._retry import RetryPolicy
+from ._typecheck import check_value
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _optional_seconds(name: str) -> Callable[[Any, Any, float | None], None]:
+    def check(instance: Any, attribute: Any, value: float | None) -> None:
+        if value is not None and not (
+            isinstance(value, int | float) and value > 0 and math.isfinite(value)
+        ):
+            raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
+
+    return check
+
+
+def _to_deadline(value: dt.datetime | dt.timedelta | None) -> dt.datetime | None:
+    """A timedelta means "this long from now" at the moment the options are set."""
+    if isinstance(value, dt.timedelta):
+        return dt.datetime.now(dt.UTC) + value
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        raise ValueError(
+            f"deadline must be timezone-aware (e.g. datetime.now(UTC) + timedelta(...)), got"
+            f" {value!r}"
+        )
+    return value
+
+
+@attrs.frozen(kw_only=True)
+class TaskOptions:
+    """How a task is enqueued and run. Change them with ``task.options(...)``.
+
+    Attributes:
+        queue: The queue (and so the workers) the task goes to.
+        retry: Retry policy; None uses the app's default.
+        timeout: Seconds one attempt may run before it is cancelled (kind ``timeout``).
+        deadline: An aware datetime after which the task fails without running (kind
+            ``deadline``); a timedelta is converted to "now + timedelta" when set.
+        store_result: Keep the result in the results stream so late awaiters and other
+            processes can read it; False sends it only to live awaiters.
+        result_ttl: Seconds a stored result is kept; None uses the app's default.
+    """
+
+    queue: str = attrs.field(default="default", converter=validate_queue)
+    retry: RetryPolicy | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(RetryPolicy))
+    )
+    timeout: float | None = attrs.field(default=None, validator=_optional_seconds("timeout"))
+    deadline: dt.datetime | None = attrs.field(default=None, converter=_to_deadline)
+    store_result: bool = True
+    result_ttl: float | None = attrs.field(default=None, validator=_optional_seconds("result_ttl"))
+
+
+OPTION_NAMES = frozenset(a.name for a in attrs.fields(TaskOptions))
+
+
+def evolve_options(options: TaskOptions, changes: dict[str, Any]) -> TaskOptions:
+    unknown = sorted(set(changes) - OPTION_NAMES)
+    if unknown:
+        raise TypeError(
+            f"unknown task option(s) {', '.join(map(repr, unknown))}; valid options are"
+            f" {', '.join(sorted(OPTION_NAMES))}"
+        )
+    return attrs.evolve(options, **changes)
+
+
+@attrs.frozen(eq=False)
+class Task(Generic[P, R]):
+    """A registered task. Create with ``@app.task``; change options with `options`.
+
+    Calling the task object calls the function directly, in-process (handy in tests); use
+    ``client.enqueue(task, ...)`` to run it on a worker.
+    """
+
+    name: str
+    fn: Callable[..., Any] | None = attrs.field(repr=False)
+    settings: TaskOptions = attrs.field(factory=TaskOptions)
+    signature: inspect.Signature | None = attrs.field(default=None, repr=False)
+    hints: dict[str, Any] = attrs.field(factory=dict, repr=False)
+    is_async: bool = False
+
+    @property
+    def return_type(self) -> Any:
+        """The annotated return type (``Any`` when unannotated)."""
+        return self.hints.get("return", Any)
+
+    @property
+    def queue(self) -> str:
+        return self.settings.queue
+
+    def options(self, **changes: Any) -> Task[P, R]:
+        """A copy of this task with some options changed (see `TaskOptions`).
+
+        Raises:
+            TypeError: an unknown option name.
+            ValueError: an invalid option value.
+        """
+        return attrs.evolve(self, settings=evolve_options(self.settings, changes))
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        if self.fn is None:
+            raise TypeError(f"task {self.name!r} is a remote reference and has no local function")
+        return self.fn(*args, **kwargs)
+
+    def encode_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        """Bind and check arguments against the signature, and encode them as the payload.
+
+        Raises `TypeError` before anything is published: wrong count, unknown keyword, a value
+        that does not fit its annotation, or a value that cannot be encoded as JSON.
+        """
+        if self.signature is not None:
+            try:
+                bound = self.signature.bind(*args, **kwargs)
+            except TypeError as error:
+                raise TypeError(f"{self.name}(): {error}") from None
+            for name, value in bound.arguments.items():
+                self._check_argument(name, value)
+            args, kwargs = tuple(bound.args), dict(bound.kwargs)
+        try:
+            return _codec.dumps({"args": list(args), "kwargs": kwargs})
+        except Exception as error:
+            raise TypeError(
+                f"{self.name}(): arguments cannot be encoded as JSON: {error}"
+            ) from None
+
+    def _check_argument(self, name: str, value: Any) -> None:
+        assert self.signature is not None
+        parameter = self.signature.parameters[name]
+        annotation = self.hints.get(name, Any)
+        where = f"{self.name}(): argument {name!r}"
+        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            for index, item in enumerate(value):
+                check_value(item, annotation, f"{where}[{index}]")
+        elif parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            for key, item in value.items():
+                check_value(item, annotation, f"{self.name}(): argument {key!r}")
+        else:
+            check_value(value, annotation, where)
+
+    def decode_arguments(self, payload: bytes) -> tuple[list[Any], dict[str, Any]]:
+        """Parse a payload and structure each argument into its annotated type (worker side).
+
+        Raises `ValueError` for malformed JSON or shape, `TypeError` for arguments that do not
+        bind or structure.
+        """
+        document = _codec.loads(payload)
+        if (
+            not isinstance(document, dict)
+            or not isinstance(document.get("args", []), list)
+            or not isinstance(document.get("kwargs", {}), dict)
+        ):
+            raise ValueError("payload must be a JSON object with 'args' (list) and 'kwargs' (object)")
+        args: list[Any] = document.get("args", [])
+        kwargs: dict[str, Any] = document.get("kwargs", {})
+        if self.signature is None:
+            return args, kwargs
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as error:
+            raise TypeError(f"{self.name}(): {error}") from None
+        for name, value in list(bound.arguments.items()):
+            bound.arguments[name] = self._structure_argument(name, value)
+        return list(bound.args), dict(bound.kwargs)
+
+    def _structure_argument(self, name: str, value: Any) -> Any:
+        assert self.signature is not None
+        kind = self.signature.parameters[name].kind
+        annotation = self.hints.get(name, Any)
+        try:
+            if kind is inspect.Parameter.VAR_POSITIONAL:
+                return tuple(_codec.from_json(item, annotation) for item in value)
+            if kind is inspect.Parameter.VAR_KEYWORD:
+                return {k: _codec.from_json(v, annotation) for k, v in value.items()}
+            return _codec.from_json(value, annotation)
+        except Exception as error:
+            raise TypeError(
+                f"{self.name}(): argument {name!r}: {_codec.describe_structure_error(error)}"
+            ) from None
+
+
+def make_task(fn: Callable[..., Any], *, name: str | None, settings: TaskOptions) -> Task[Any, Any]:
+    """Introspect a function once and describe it as a task."""
+    if not callable(fn):
+        raise TypeError(f"@app.task needs a function, got {fn!r}")
+    if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+        raise TypeError(f"{fn!r} is a generator; a task must return a value, not yield")
+    task_name = validate_task_name(
+        name if name is not None else default_task_name(fn.__module__, fn.__qualname__)
+    )
+    signature = inspect.signature(fn)
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception as error:
+        raise TypeError(
+            f"cannot resolve the annotations of task {task_name!r}: {error} (define the types"
+            " it names at module level)"
+        ) from None
+    return Task(
+        name=task_name,
+        fn=fn,
+        settings=settings,
+        signature=signature,
+        hints=hints,
+        is_async=inspect.iscoroutinefunction(fn),
+    )
+
+
+def remote_task(name: str, *, queue: str = "default", returns: type[R] | Any = Any) -> Task[..., R]:
+    """A reference to a task by name, for producers that do not have its code.
+
+    Arguments are not checked against a signature (the producer has none); the worker that
+    owns the task checks them. ``returns`` types the result.
+    """
+    return Task(
+        name=validate_task_name(name),
+        fn=None,
+        settings=TaskOptions(queue=queue),
+        hints={"return": returns},
+    )
+
+
+AnyTask = Task[Any, Any]
+TaskFunction = Callable[P, Awaitable[R]] | Callable[P, R]
