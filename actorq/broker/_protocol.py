@@ -272,6 +272,14 @@ class Broker(Protocol):
     def connection(self) -> AsyncValue[ConnectionState]:
         """Observable connection state."""
 
+    def now(self) -> float:
+        """The broker's wall clock, seconds since the epoch.
+
+        Message timestamps, schedule times and TTLs are on this clock, so code above the broker
+        reads the time here: `time.time()` on JetStream; on the memory broker an epoch anchor
+        plus trio's elapsed time, so ``@at`` schedules and deadlines move with `autojump_clock`.
+        """
+
     # streams and consumers
 
     async def ensure_stream(self, config: StreamConfig) -> None:
