@@ -354,6 +354,12 @@ class Broker(Protocol):
 
     async def get_message(self, stream: str, seq: int) -> StoredMessage | None: ...
 
+    async def get_next(
+        self, stream: str, seq: int, subject: str | None = None
+    ) -> StoredMessage | None:
+        """The first stored message with a sequence >= ``seq`` (on ``subject``, wildcards
+        allowed, if given), or None. Pages through a stream without a consumer."""
+
     async def delete_message(self, stream: str, seq: int) -> None: ...
 
     # key-value
