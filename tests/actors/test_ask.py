@@ -47,12 +47,12 @@ async def calculator(
                     message.reply.fail(exc)
 
 
-async def test_ask_returns_the_reply(nursery: trio.Nursery):
+async def test_ask_returns_the_reply(nursery: trio.Nursery) -> None:
     calc = await nursery.start(calculator)
     assert await calc.ask(lambda reply: Divide(6, 3, reply)) == 2.0
 
 
-async def test_ask_raises_the_exception_the_actor_replied_with(nursery: trio.Nursery):
+async def test_ask_raises_the_exception_the_actor_replied_with(nursery: trio.Nursery) -> None:
     calc = await nursery.start(calculator)
     with pytest.raises(ZeroDivisionError):
         await calc.ask(lambda reply: Divide(1, 0, reply))
@@ -62,14 +62,16 @@ async def test_ask_raises_the_exception_the_actor_replied_with(nursery: trio.Nur
 
 async def test_ask_times_out_at_exactly_its_timeout(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
-):
+) -> None:
     calc = await nursery.start(calculator)
     with pytest.raises(AskTimeout, match="'calculator' within 2.5 s"):
         await calc.ask(Ignore, timeout=2.5)
     assert trio.current_time() == 2.5
 
 
-async def test_ask_to_a_stopped_actor_raises_actor_gone(autojump_clock: trio.testing.MockClock):
+async def test_ask_to_a_stopped_actor_raises_actor_gone(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with trio.open_nursery() as nursery:
         calc = await nursery.start(calculator)
         nursery.cancel_scope.cancel()
@@ -79,7 +81,7 @@ async def test_ask_to_a_stopped_actor_raises_actor_gone(autojump_clock: trio.tes
 
 async def test_an_actor_stopping_with_the_request_unanswered_fails_the_asker(
     autojump_clock: trio.testing.MockClock,
-):
+) -> None:
     async with trio.open_nursery() as nursery:
         calc = await nursery.start(calculator)
 
@@ -93,7 +95,9 @@ async def test_an_actor_stopping_with_the_request_unanswered_fails_the_asker(
         assert trio.current_time() == 1
 
 
-async def test_ask_whose_request_is_dropped_fails_fast(autojump_clock: trio.testing.MockClock):
+async def test_ask_whose_request_is_dropped_fails_fast(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     outcomes: dict[str, type[BaseException]] = {}
 
     async with trio.open_nursery() as nursery:
@@ -119,7 +123,7 @@ async def test_ask_whose_request_is_dropped_fails_fast(autojump_clock: trio.test
             await ref.ask(Ignore)
 
 
-async def test_a_reply_is_answered_once(nursery: trio.Nursery):
+async def test_a_reply_is_answered_once(nursery: trio.Nursery) -> None:
     async with open_mailbox[Ignore](1) as (ref, inbox):
         captured: list[Reply[float]] = []
 

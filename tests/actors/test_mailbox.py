@@ -20,7 +20,9 @@ def drain(inbox_receive_nowait: object) -> list[int]:
             return received
 
 
-async def test_block_waits_for_room_and_nowait_refuses(autojump_clock: trio.testing.MockClock):
+async def test_block_waits_for_room_and_nowait_refuses(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with open_mailbox[int](2) as (ref, inbox), trio.open_nursery() as nursery:
         await ref.send(1)
         await ref.send(2)
@@ -44,7 +46,7 @@ async def test_block_waits_for_room_and_nowait_refuses(autojump_clock: trio.test
         assert ref.statistics().rejected == 1
 
 
-async def test_drop_newest_keeps_the_queue_and_discards_the_newcomer():
+async def test_drop_newest_keeps_the_queue_and_discards_the_newcomer() -> None:
     async with open_mailbox[int](2, Overflow.DROP_NEWEST) as (ref, inbox):
         accepted = [await ref.send(n) for n in range(1, 6)]
         assert accepted == [True, True, False, False, False]
@@ -52,7 +54,7 @@ async def test_drop_newest_keeps_the_queue_and_discards_the_newcomer():
         assert ref.statistics().dropped == 3
 
 
-async def test_drop_oldest_makes_room_for_the_newcomer():
+async def test_drop_oldest_makes_room_for_the_newcomer() -> None:
     async with open_mailbox[int](2, Overflow.DROP_OLDEST) as (ref, inbox):
         for n in range(1, 6):
             assert await ref.send(n)
@@ -62,7 +64,7 @@ async def test_drop_oldest_makes_room_for_the_newcomer():
         assert (stats.sent, stats.dropped, stats.received) == (6, 4, 2)
 
 
-async def test_reject_raises_mailbox_full():
+async def test_reject_raises_mailbox_full() -> None:
     async with open_mailbox[int](1, Overflow.REJECT, name="orders") as (ref, inbox):
         await ref.send(1)
         with pytest.raises(MailboxFull, match="'orders' is full"):
@@ -73,7 +75,7 @@ async def test_reject_raises_mailbox_full():
 
 async def test_a_closed_mailbox_wakes_blocked_senders_and_refuses_new_ones(
     autojump_clock: trio.testing.MockClock,
-):
+) -> None:
     async with trio.open_nursery() as nursery:
         async with open_mailbox[int](0, name="worker") as (ref, _inbox):
             outcome: list[BaseException] = []
@@ -96,7 +98,7 @@ async def test_a_closed_mailbox_wakes_blocked_senders_and_refuses_new_ones(
         assert ref.statistics().closed
 
 
-async def test_seal_refuses_new_messages_but_lets_the_actor_drain():
+async def test_seal_refuses_new_messages_but_lets_the_actor_drain() -> None:
     async with open_mailbox[int](4) as (ref, inbox):
         for n in (1, 2, 3):
             await ref.send(n)
@@ -106,7 +108,7 @@ async def test_seal_refuses_new_messages_but_lets_the_actor_drain():
         assert [n async for n in inbox] == [1, 2, 3]
 
 
-async def test_statistics_is_a_frozen_snapshot():
+async def test_statistics_is_a_frozen_snapshot() -> None:
     async with open_mailbox[str](3, Overflow.DROP_NEWEST, name="log") as (ref, inbox):
         for word in ("a", "b", "c", "d"):
             await ref.send(word)
@@ -129,7 +131,7 @@ async def test_statistics_is_a_frozen_snapshot():
             stats.queued = 0  # type: ignore[misc]
 
 
-async def test_an_unbounded_mailbox_never_blocks():
+async def test_an_unbounded_mailbox_never_blocks() -> None:
     async with open_mailbox[int](math.inf) as (ref, inbox):
         for n in range(1000):
             ref.send_nowait(n)
@@ -140,6 +142,6 @@ async def test_an_unbounded_mailbox_never_blocks():
     ("capacity", "overflow"),
     [(-1, Overflow.BLOCK), (1.5, Overflow.BLOCK), (0, Overflow.DROP_OLDEST)],
 )
-def test_nonsense_capacities_are_refused(capacity: float, overflow: Overflow):
+def test_nonsense_capacities_are_refused(capacity: float, overflow: Overflow) -> None:
     with pytest.raises(ValueError, match="capacity"):
         open_mailbox[int](capacity, overflow)
