@@ -42,6 +42,7 @@ from ._task import (
     remote_task as remote_task,
 )
 from ._util import fixup_module_metadata as _fixup_module_metadata
+from .actors import Overflow as Overflow
 
 __version__ = "0.1.0"
 
