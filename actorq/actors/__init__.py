@@ -18,13 +18,13 @@ from .._errors import (
 )
 from .._util import fixup_module_metadata as _fixup_module_metadata
 from ._child import ChildInfo as ChildInfo, ChildState as ChildState
+from ._control import SupervisorStatistics as SupervisorStatistics
 from ._dynamic import DynamicSupervisor as DynamicSupervisor
 from ._mailbox import (
     ActorRef as ActorRef,
     Inbox as Inbox,
     MailboxStatistics as MailboxStatistics,
     Overflow as Overflow,
-    Reply as Reply,
     open_mailbox as open_mailbox,
 )
 from ._policy import (
@@ -34,8 +34,8 @@ from ._policy import (
     Strategy as Strategy,
     SupervisorPolicy as SupervisorPolicy,
 )
+from ._reply import Reply as Reply
 from ._stop import StopSignal as StopSignal, current_stop_signal as current_stop_signal
-from ._supervision import SupervisorStatistics as SupervisorStatistics
 from ._supervisor import Supervisor as Supervisor
 
 _fixup_module_metadata(__name__, globals())

@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._child import Child
+from ._control import StartChild
 from ._policy import ChildSpec, Strategy, SupervisorPolicy
-from ._supervision import SupervisorBase, _StartChild
+from ._supervision import SupervisorBase
 
 if TYPE_CHECKING:
-    from ._mailbox import Reply
+    from ._reply import Reply
 
 
 class DynamicSupervisor(SupervisorBase):
@@ -65,8 +66,8 @@ class DynamicSupervisor(SupervisorBase):
             ActorGone: The supervisor is not running, or is shutting down.
         """
 
-        def request(reply: Reply[Any]) -> _StartChild:
-            return _StartChild(spec, reply)
+        def request(reply: Reply[Any]) -> StartChild:
+            return StartChild(spec, reply)
 
         return await self._ask(request)
 

@@ -23,6 +23,7 @@ import attrs
 import trio
 
 from .._errors import ActorGone, AskTimeout, MailboxFull
+from ._reply import Reply as Reply  # re-exported: Reply belongs to the mailbox API
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -172,76 +173,6 @@ class _Core(Generic[M]):
 
 
 @final
-class Reply(Generic[R]):
-    """The one-shot reply slot carried by a request sent with `ActorRef.ask`.
-
-    The actor answers exactly once, with `send` or `fail`; the asker's ``ask`` then returns the
-    value or raises the exception. Answering after the asker gave up (timeout, cancellation, the
-    request was dropped) is harmless: the answer is discarded. Replies are created by ``ask``
-    only.
-    """
-
-    __slots__ = ("_core", "_done", "_error", "_event", "_given_up", "_value")
-
-    def __init__(self, core: _Core[Any]) -> None:
-        self._core = core
-        self._event = trio.Event()
-        self._done = False
-        self._given_up = False
-        self._value: R | None = None
-        self._error: BaseException | None = None
-
-    @property
-    def done(self) -> bool:
-        """Whether the actor has answered."""
-        return self._done
-
-    @property
-    def abandoned(self) -> bool:
-        """Whether the asker stopped waiting; an actor may skip work nobody will read."""
-        return self._given_up
-
-    def send(self, value: R) -> None:
-        """Answer the request with a value.
-
-        Raises:
-            RuntimeError: The request was already answered.
-        """
-        self._answer(value, None)
-
-    def fail(self, error: BaseException) -> None:
-        """Answer the request with an exception, which ``ask`` raises in the asker.
-
-        Raises:
-            RuntimeError: The request was already answered.
-        """
-        self._answer(None, error)
-
-    def _answer(self, value: R | None, error: BaseException | None) -> None:
-        if self._done:
-            raise RuntimeError("this request was already answered")
-        self._done = True
-        self._value, self._error = value, error
-        self._event.set()
-
-    def _abandon(self, error: BaseException) -> None:
-        # The runtime gives up on the asker's behalf; a later answer from the actor is ignored.
-        if not self._done and not self._given_up:
-            self._given_up = True
-            self._error = error
-            self._event.set()
-
-    def _unwrap(self) -> R:
-        if self._error is not None:
-            raise self._error
-        return self._value  # type: ignore[return-value]
-
-    def __repr__(self) -> str:
-        state = "answered" if self._done else "abandoned" if self._given_up else "pending"
-        return f"<Reply to mailbox {self._core.name!r}: {state}>"
-
-
-@final
 class ActorRef(Generic[M]):
     """The sending end of an actor's mailbox: what other actors hold to talk to it.
 
@@ -329,7 +260,7 @@ class ActorRef(Generic[M]):
             Exception: Whatever the actor passed to ``reply.fail``.
         """
         core = self._core
-        reply: Reply[R] = Reply(core)
+        reply: Reply[R] = Reply(core.name)
         request = make_request(reply)
         core.outstanding.add(reply)
         if core.overflow is Overflow.DROP_OLDEST:

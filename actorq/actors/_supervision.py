@@ -20,7 +20,6 @@ import math
 from collections import deque
 from typing import TYPE_CHECKING, Any, Self
 
-import attrs
 import trio
 
 from .._errors import ActorGone, SupervisorGaveUp
@@ -33,64 +32,22 @@ from ._child import (
     request_stop,
     run_incarnation,
 )
-from ._mailbox import ActorRef, Inbox, Reply, open_mailbox
-from ._policy import ChildSpec, Restart, Strategy, SupervisorPolicy
+from ._control import (
+    RestartChild,
+    StartChild,
+    StopRequested,
+    SupervisorStatistics,
+    TerminateChild,
+)
+from ._mailbox import ActorRef, Inbox, open_mailbox
+from ._policy import ChildSpec, Restart, SupervisorPolicy
+from ._reply import Reply
 from ._stop import StopSignal, current_stop_signal
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 logger = logging.getLogger("actorq.actors")
-
-
-@attrs.frozen
-class SupervisorStatistics:
-    """A snapshot of a supervisor, from `Supervisor.statistics`.
-
-    Attributes:
-        name: The supervisor's name.
-        strategy: Its restart strategy.
-        intensity: Restarts allowed within ``period``.
-        period: The restart-intensity window, in seconds.
-        children: Every child, in start order.
-        restarts_in_period: Restarts counted against the intensity right now.
-        total_restarts: Restarts since the supervisor (last) started.
-        running: Whether the supervisor is running (between ``started()`` and its end).
-        stopping: Whether it is shutting down (it restarts nothing any more).
-    """
-
-    name: str
-    strategy: Strategy
-    intensity: int
-    period: float
-    children: tuple[ChildInfo, ...]
-    restarts_in_period: int
-    total_restarts: int
-    running: bool
-    stopping: bool
-
-
-@attrs.frozen
-class _Terminate:
-    id: str
-    reply: Reply[None]
-
-
-@attrs.frozen
-class _Restart:
-    id: str
-    reply: Reply[object]
-
-
-@attrs.frozen
-class _StartChild:
-    spec: ChildSpec
-    reply: Reply[object]
-
-
-@attrs.frozen
-class _StopRequested:
-    pass
 
 
 class SupervisorBase:
@@ -221,7 +178,7 @@ class SupervisorBase:
             KeyError: No such child.
             ActorGone: The supervisor is not running, or is shutting down.
         """
-        await self._ask(lambda reply: _Terminate(id, reply))
+        await self._ask(lambda reply: TerminateChild(id, reply))
 
     async def restart_child(self, id: str) -> object:
         """Stop the child ``id`` if it is running, start it again, and return its new value.
@@ -234,7 +191,7 @@ class SupervisorBase:
             Exception: The child failed before calling ``started()`` (it is left stopped).
             ActorGone: The supervisor is not running, or is shutting down.
         """
-        return await self._ask(lambda reply: _Restart(id, reply))
+        return await self._ask(lambda reply: RestartChild(id, reply))
 
     # --- the control loop -------------------------------------------------------------------
 
@@ -275,14 +232,16 @@ class SupervisorBase:
     ) -> None:
         with scope:
             await stop.wait()
-            control.send_nowait(_StopRequested())
+            control.send_nowait(StopRequested())
 
     async def _start_initial(self) -> Exception | None:
         for child in list(self._children):
             error = await self._start(child)
             if error is not None:
                 error.add_note(f"while starting child {child.id!r} of supervisor {self.name!r}")
-                logger.error("supervisor %r: child %r failed to start", self.name, child.id)
+                self._log(
+                    logging.ERROR, "child %r failed to start: %r", child.id, error, error=error
+                )
                 await self._shutdown(hard=False)
                 return error
         return None
@@ -293,7 +252,7 @@ class SupervisorBase:
                 failure = await self._child_exited(message.incarnation)
                 if failure is not None:
                     return failure
-            elif isinstance(message, _StopRequested):
+            elif isinstance(message, StopRequested):
                 await self._shutdown(hard=False)
                 return None
             else:
@@ -306,13 +265,13 @@ class SupervisorBase:
         raise AssertionError("the control mailbox never ends while the supervisor runs")
 
     async def _perform(self, command: object) -> object:
-        if isinstance(command, _Terminate):
+        if isinstance(command, TerminateChild):
             child = self._find(command.id)
             if child.current is not None:
                 await self._stop(child.current, hard=False)
             self._forget(child)
             return None
-        if isinstance(command, _Restart):
+        if isinstance(command, RestartChild):
             child = self._find(command.id)
             if child.current is not None:
                 await self._stop(child.current, hard=False)
@@ -321,7 +280,7 @@ class SupervisorBase:
                 self._forget(child)
                 raise error
             return child.value
-        if isinstance(command, _StartChild):
+        if isinstance(command, StartChild):
             return await self._start_new(command.spec)
         raise TypeError(f"unknown supervisor command {command!r}")
 
@@ -335,6 +294,12 @@ class SupervisorBase:
             if child.id == id:
                 return child
         raise KeyError(f"supervisor {self.name!r} has no child {id!r}")
+
+    def _log(
+        self, level: int, message: str, *args: object, error: BaseException | None = None
+    ) -> None:
+        # The error's traceback goes with the message, as in an OTP crash report.
+        logger.log(level, "supervisor %r: " + message, self.name, *args, exc_info=error)
 
     def _bump(self) -> None:
         self._changed.set()
@@ -369,11 +334,12 @@ class SupervisorBase:
             child.current, child.state, child.value = None, ChildState.STOPPED, None
             self._bump()
         if inc.error is not None:
-            logger.info(
-                "supervisor %r: child %r raised while stopping",
-                self.name,
+            self._log(
+                logging.INFO,
+                "child %r raised while stopping: %r",
                 child.id,
-                exc_info=inc.error,
+                inc.error,
+                error=inc.error,
             )
 
     async def _shutdown(self, *, hard: bool) -> None:
@@ -399,9 +365,9 @@ class SupervisorBase:
         restart = child.spec.restart
         wanted = restart is Restart.PERMANENT or (restart is Restart.TRANSIENT and inc.crashed)
         if inc.error is not None:
-            logger.error("supervisor %r: child %r crashed", self.name, child.id, exc_info=inc.error)
+            self._log(logging.ERROR, "child %r crashed: %r", child.id, inc.error, error=inc.error)
         else:
-            logger.info("supervisor %r: child %r exited normally", self.name, child.id)
+            self._log(logging.INFO, "child %r exited normally", child.id)
         if not wanted:
             child.state = ChildState.STOPPED
             self._forget(child)
@@ -435,19 +401,17 @@ class SupervisorBase:
             failed.state = ChildState.RESTARTING
             for child in [c for c in self._children if c.state is ChildState.RESTARTING]:
                 child.restarts += 1
-                logger.warning(
-                    "supervisor %r: restarting child %r (restart %d)",
-                    self.name,
-                    child.id,
-                    child.restarts,
+                self._log(
+                    logging.WARNING, "restarting child %r (restart %d)", child.id, child.restarts
                 )
                 error = await self._start(child)
                 if error is not None:
-                    logger.error(
-                        "supervisor %r: child %r failed to restart",
-                        self.name,
+                    self._log(
+                        logging.ERROR,
+                        "child %r failed to restart: %r",
                         child.id,
-                        exc_info=error,
+                        error,
+                        error=error,
                     )
                     child.state = ChildState.RESTARTING
                     failed, cause = child, error
