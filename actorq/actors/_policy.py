@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterable
 
 
 class Strategy(enum.Enum):
@@ -103,6 +103,10 @@ class Shutdown:
         return math.inf if self.grace is None else requested_at + self.grace
 
 
+def _as_tuple(args: Iterable[object]) -> tuple[object, ...]:
+    return tuple(args)
+
+
 def _check_id(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
     if not isinstance(value, str) or not value:
         raise ValueError(f"a child id must be a non-empty string, not {value!r}")
@@ -128,7 +132,7 @@ class ChildSpec:
 
     id: str = attrs.field(validator=_check_id)
     start: Callable[..., Awaitable[object]]
-    args: tuple[object, ...] = attrs.field(default=(), converter=tuple)
+    args: tuple[object, ...] = attrs.field(default=(), converter=_as_tuple)
     restart: Restart = attrs.field(default=Restart.PERMANENT, kw_only=True)
     shutdown: Shutdown = attrs.field(factory=lambda: Shutdown.after(5.0), kw_only=True)
 
