@@ -24,6 +24,8 @@ from ._errors import (
     WrongRevision as WrongRevision,
 )
 from ._app import App as App
+from ._client import Client as Client, connect as connect
+from ._context import TaskContext as TaskContext, current_task as current_task
 from ._errors import (
     ResultTimeout as ResultTimeout,
     TaskCancelled as TaskCancelled,
@@ -36,12 +38,16 @@ from ._retry import (
     Retry as Retry,
     RetryPolicy as RetryPolicy,
 )
+from ._handle import TaskHandle as TaskHandle
 from ._task import (
+    BoundCall as BoundCall,
     Task as Task,
     TaskOptions as TaskOptions,
     remote_task as remote_task,
 )
 from ._util import fixup_module_metadata as _fixup_module_metadata
+from ._wire import DeadLetter as DeadLetter, ErrorInfo as ErrorInfo, ResultRecord as ResultRecord
+from ._worker import Worker as Worker, WorkerStatistics as WorkerStatistics
 from .actors import Overflow as Overflow
 
 __version__ = "0.1.0"

@@ -133,6 +133,9 @@ class Layout:
     def dlq_subjects(self) -> str:
         return f"{self.prefix}.dlq.>"
 
+    def dlq_queue_subjects(self, queue: str) -> str:
+        return f"{self.prefix}.dlq.{validate_queue(queue)}.*"
+
     def dlq_subject(self, queue: str, task_name: str) -> str:
         return f"{self.prefix}.dlq.{validate_queue(queue)}.{task_token(task_name)}"
 

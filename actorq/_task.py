@@ -36,16 +36,14 @@ def _optional_seconds(name: str) -> Callable[[Any, Any, float | None], None]:
     return check
 
 
-def _to_deadline(value: dt.datetime | dt.timedelta | None) -> dt.datetime | None:
-    """A timedelta means "this long from now" at the moment the options are set."""
-    if isinstance(value, dt.timedelta):
-        return dt.datetime.now(dt.UTC) + value
+def _check_deadline(instance: Any, attribute: Any, value: dt.datetime | dt.timedelta | None) -> None:
     if isinstance(value, dt.datetime) and value.tzinfo is None:
         raise ValueError(
-            f"deadline must be timezone-aware (e.g. datetime.now(UTC) + timedelta(...)), got"
-            f" {value!r}"
+            f"deadline must be timezone-aware (e.g. datetime.now(UTC) + timedelta(...)) or a"
+            f" timedelta from enqueue, got {value!r}"
         )
-    return value
+    if value is not None and not isinstance(value, dt.datetime | dt.timedelta):
+        raise ValueError(f"deadline must be a datetime or a timedelta, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -57,7 +55,7 @@ class TaskOptions:
         retry: Retry policy; None uses the app's default.
         timeout: Seconds one attempt may run before it is cancelled (kind ``timeout``).
         deadline: An aware datetime after which the task fails without running (kind
-            ``deadline``); a timedelta is converted to "now + timedelta" when set.
+            ``deadline``), or a timedelta counted from the moment it is enqueued.
         store_result: Keep the result in the results stream so late awaiters and other
             processes can read it; False sends it only to live awaiters.
         result_ttl: Seconds a stored result is kept; None uses the app's default.
@@ -68,7 +66,9 @@ class TaskOptions:
         default=None, validator=attrs.validators.optional(attrs.validators.instance_of(RetryPolicy))
     )
     timeout: float | None = attrs.field(default=None, validator=_optional_seconds("timeout"))
-    deadline: dt.datetime | None = attrs.field(default=None, converter=_to_deadline)
+    deadline: dt.datetime | dt.timedelta | None = attrs.field(
+        default=None, validator=_check_deadline
+    )
     store_result: bool = True
     result_ttl: float | None = attrs.field(default=None, validator=_optional_seconds("result_ttl"))
 
@@ -123,6 +123,14 @@ class Task(Generic[P, R]):
         if self.fn is None:
             raise TypeError(f"task {self.name!r} is a remote reference and has no local function")
         return self.fn(*args, **kwargs)
+
+    def bind(self, *args: P.args, **kwargs: P.kwargs) -> BoundCall[R]:
+        """This task with its arguments, checked and encoded now (for ``enqueue_many``).
+
+        Raises:
+            TypeError: the arguments do not fit the signature (see `encode_arguments`).
+        """
+        return BoundCall(self, self.encode_arguments(args, kwargs))
 
     def encode_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         """Bind and check arguments against the signature, and encode them as the payload.
@@ -198,6 +206,14 @@ class Task(Generic[P, R]):
             raise TypeError(
                 f"{self.name}(): argument {name!r}: {_codec.describe_structure_error(error)}"
             ) from None
+
+
+@attrs.frozen(eq=False)
+class BoundCall(Generic[R]):
+    """A task and its encoded arguments, from `Task.bind`."""
+
+    task: Task[Any, R]
+    payload: bytes = attrs.field(repr=False)
 
 
 def make_task(fn: Callable[..., Any], *, name: str | None, settings: TaskOptions) -> Task[Any, Any]:

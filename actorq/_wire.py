@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import math
-import time
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,6 +45,8 @@ class Kind:
     DEADLINE = "deadline"
     DECODE = "decode"
     """The message or its arguments could not be decoded."""
+    ENCODE = "encode"
+    """The result could not be encoded as JSON."""
     UNKNOWN_TASK = "unknown_task"
     RESULT_TOO_LARGE = "result_too_large"
     CANCELLED = "cancelled"
@@ -154,19 +156,18 @@ class TaskEnvelope:
 
 
 def task_headers(
-    task: Task[Any, Any], task_id: str, *, attempts_before: int = 0, now: float | None = None
+    task: Task[Any, Any], task_id: str, *, now: float, attempts_before: int = 0
 ) -> dict[str, str]:
+    """The headers of a task message enqueued at ``now`` (the broker's clock)."""
     settings = task.settings
-    headers = {
-        H_TASK: task.name,
-        H_ID: task_id,
-        H_ENQUEUED: repr(time.time() if now is None else now),
-    }
+    headers = {H_TASK: task.name, H_ID: task_id, H_ENQUEUED: repr(now)}
     if attempts_before:
         headers[H_ATTEMPT] = str(attempts_before)
     if settings.timeout is not None:
         headers[H_TIMEOUT] = repr(float(settings.timeout))
-    if settings.deadline is not None:
+    if isinstance(settings.deadline, dt.timedelta):
+        headers[H_DEADLINE] = repr(now + settings.deadline.total_seconds())
+    elif settings.deadline is not None:
         headers[H_DEADLINE] = repr(settings.deadline.timestamp())
     if settings.retry is not None:
         headers[H_RETRY] = retry_to_header(settings.retry)

@@ -1,0 +1,289 @@
+"""`connect` and the `Client`: enqueue tasks and await their results.
+
+One `connect` is one Runtime: the broker (and its Bridge, on NATS) plus a root supervisor of
+the client's own actors — the ResultRouter (one result subscription for every task this client
+enqueues) and the Outbox (batched publishing, and the bounded buffer that holds enqueues while
+NATS is unreachable). Several clients may live in one process.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, ParamSpec, TypeVar, overload
+
+import trio
+
+from ._app import App
+from ._dlq import DeadLetterQueue
+from ._errors import MailboxFull, PublishFailed, TaskDropped
+from ._handle import TaskHandle
+from ._names import ORIGIN_LENGTH, TASK_ID_LENGTH, validate_task_id
+from ._task import BoundCall, Task, remote_task
+from ._wire import task_headers
+from .actors import ActorRef, ChildSpec, Overflow, Shutdown, Supervisor
+from .actors._outbox import Outbox, Publish
+from .actors._results import ResultRouter
+from .broker import (
+    MSG_ID,
+    Broker,
+    Message,
+    PubAck,
+    Retention,
+    StreamConfig,
+    open_broker,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DLQ_MAX_AGE = 7 * 24 * 3600.0
+DEDUPE_WINDOW = 120.0
+
+_ENV_OPTIONS = {
+    "ACTORQ_USER": "user",
+    "ACTORQ_PASSWORD": "password",
+    "ACTORQ_TOKEN": "token",
+    "ACTORQ_CREDS": "user_credentials",
+}
+
+
+def resolve_url(url: str | None) -> str | None:
+    """An explicit URL, else ``ACTORQ_URL``, else None (the local embedded node)."""
+    return url or os.environ.get("ACTORQ_URL") or None
+
+
+def nats_options_from_env(options: dict[str, Any]) -> dict[str, Any]:
+    """NATS connection options from ``ACTORQ_*`` variables; explicit options win."""
+    merged = {name: os.environ[var] for var, name in _ENV_OPTIONS.items() if os.environ.get(var)}
+    merged.update(options)
+    return merged
+
+
+async def _local_node_url() -> str:
+    from ._embedded import ensure_local_node
+
+    return await trio.to_thread.run_sync(ensure_local_node)
+
+
+async def ensure_app_streams(broker: Broker, app: App) -> None:
+    """Create (or update) the app's task, result and dead-letter streams. Idempotent."""
+    layout = app.layout
+    await broker.ensure_stream(
+        StreamConfig(
+            name=layout.tasks_stream,
+            subjects=(layout.task_subjects, layout.schedule_subjects),
+            retention=Retention.WORK_QUEUE,
+            replicas=app.replicas,
+            duplicate_window=DEDUPE_WINDOW,
+            allow_msg_schedules=True,
+        )
+    )
+    await broker.ensure_stream(
+        StreamConfig(
+            name=layout.results_stream,
+            subjects=(layout.result_subjects,),
+            replicas=app.replicas,
+            max_age=app.result_ttl,
+            max_msgs_per_subject=1,
+            allow_msg_ttl=True,
+        )
+    )
+    await broker.ensure_stream(
+        StreamConfig(
+            name=layout.dlq_stream,
+            subjects=(layout.dlq_subjects,),
+            replicas=app.replicas,
+            max_age=DLQ_MAX_AGE,
+        )
+    )
+
+
+@asynccontextmanager
+async def connect(
+    app: App,
+    url: str | None = None,
+    *,
+    buffer: int = 10_000,
+    overflow: Overflow = Overflow.BLOCK,
+    **nats_options: Any,
+) -> AsyncIterator[Client]:
+    """Connect to NATS (or the memory broker) as a client of ``app``.
+
+    Args:
+        app: The application whose tasks this client enqueues.
+        url: ``nats://host:port`` (comma-separate several for a cluster), ``memory://NAME`` for
+            the in-process memory broker (shared by every client of that name in the process),
+            or None: ``ACTORQ_URL`` if set, else the local embedded node recorded under
+            ``./.actorq/`` (started if none answers).
+        buffer: How many enqueue requests may wait while NATS is unreachable.
+        overflow: What a full buffer does: `Overflow.BLOCK` waits for room, `REJECT` raises
+            `MailboxFull`, `DROP_NEWEST` / `DROP_OLDEST` fail the dropped enqueue with
+            `TaskDropped`.
+        nats_options: Passed to nats-py's ``connect`` (``user``, ``password``, ``token``,
+            ``user_credentials``, ``tls``, reconnect settings...); ``ACTORQ_USER``,
+            ``ACTORQ_PASSWORD``, ``ACTORQ_TOKEN`` and ``ACTORQ_CREDS`` fill in the same.
+
+    Leaving the block stops the client's actors; tasks already published are unaffected.
+    """
+    resolved = resolve_url(url)
+    if resolved is None:
+        resolved = await _local_node_url()
+    options = {} if resolved.startswith("memory:") else nats_options_from_env(nats_options)
+    async with open_broker(resolved, **options) as broker:
+        await ensure_app_streams(broker, app)
+        origin = secrets.token_hex(ORIGIN_LENGTH // 2)
+        router = ResultRouter(broker, app.layout, origin)
+        outbox = Outbox(broker, capacity=buffer, overflow=overflow)
+        runtime = Supervisor(
+            "runtime",
+            [
+                ChildSpec("results", router.run, shutdown=Shutdown.brutal()),
+                ChildSpec("outbox", outbox.run, shutdown=Shutdown.brutal()),
+            ],
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runtime.run)
+            outbox_ref: ActorRef[Publish] = await runtime.wait_child_running("outbox")  # type: ignore[assignment]
+            client = Client(app, broker, router, outbox_ref, origin, overflow, resolved)
+            try:
+                yield client
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+class Client:
+    """A connection of one app to NATS: enqueue tasks and await results. From `connect`."""
+
+    def __init__(
+        self,
+        app: App,
+        broker: Broker,
+        router: ResultRouter,
+        outbox: ActorRef[Publish],
+        origin: str,
+        overflow: Overflow,
+        url: str,
+    ) -> None:
+        self.app = app
+        self.broker = broker
+        self.url = url
+        """The broker URL this client is connected to."""
+        self._router = router
+        self._outbox = outbox
+        self._origin = origin
+        self._overflow = overflow
+        self._ids = itertools.count(secrets.randbits(32))
+        self.dlq = DeadLetterQueue(self)
+        """The app's dead-letter queue: list, requeue, purge."""
+
+    def __repr__(self) -> str:
+        return f"<Client of app {self.app.namespace!r} on {self.url}>"
+
+    def new_task_id(self) -> str:
+        """A fresh task id: this client's origin, then a counter."""
+        suffix = f"{next(self._ids):0{TASK_ID_LENGTH - ORIGIN_LENGTH}x}"
+        return self._origin + suffix[-(TASK_ID_LENGTH - ORIGIN_LENGTH) :]
+
+    async def purge_queue(self, queue: str) -> int:
+        """Remove every task waiting in ``queue``; returns how many were removed."""
+        layout = self.app.layout
+        return await self.broker.purge_stream(layout.tasks_stream, layout.queue_subjects(queue))
+
+    def resolve_task(self, task: Task[P, R] | str) -> Task[P, R]:
+        """A task object for ``task``: itself, the app's task of that name, or a remote reference
+        (default queue) for a name this app does not register."""
+        if isinstance(task, Task):
+            return task
+        if isinstance(task, str):
+            registered = self.app.lookup(task)
+            return registered if registered is not None else remote_task(task)  # type: ignore[return-value]
+        raise TypeError(f"expected a task or a task name, got {task!r}")
+
+    @overload
+    async def enqueue(self, task: Task[P, R], /, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]: ...
+    @overload
+    async def enqueue(self, task: str, /, *args: Any, **kwargs: Any) -> TaskHandle[Any]: ...
+
+    async def enqueue(self, task: Any, /, *args: Any, **kwargs: Any) -> TaskHandle[Any]:
+        """Publish one task and return its handle once the server has stored it.
+
+        Every positional and keyword argument goes to the task; options only through
+        ``task.options(...)``. While NATS is unreachable the request waits in the client's
+        buffer (see `connect`).
+
+        Raises:
+            TypeError: the arguments do not fit the task's signature (nothing is published).
+            PublishFailed: the server refused the message.
+            MailboxFull: the buffer is full and its policy is `Overflow.REJECT`.
+            TaskDropped: the buffer dropped the request (`DROP_NEWEST` / `DROP_OLDEST`).
+        """
+        resolved = self.resolve_task(task)
+        handles = await self._publish([BoundCall(resolved, resolved.encode_arguments(args, kwargs))])
+        return handles[0]
+
+    async def enqueue_many(self, calls: Iterable[BoundCall[Any]]) -> list[TaskHandle[Any]]:
+        """Publish a batch of tasks with one window of acks: ``[task.bind(...), ...]``.
+
+        Raises:
+            PublishFailed: the server refused at least one message (the others are stored).
+        """
+        return await self._publish(list(calls))
+
+    async def call(self, task: Task[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Enqueue a task and wait for its result (see `enqueue` and `TaskHandle.result`)."""
+        handle: TaskHandle[R] = await self.enqueue(task, *args, **kwargs)
+        return await handle.result()
+
+    @overload
+    def handle(self, task_id: str, task: Task[Any, R], /) -> TaskHandle[R]: ...
+    @overload
+    def handle(self, task_id: str, task: str | None = None, /) -> TaskHandle[Any]: ...
+
+    def handle(self, task_id: str, task: Task[Any, Any] | str | None = None, /) -> TaskHandle[Any]:
+        """A handle on any task by id — enqueued here, elsewhere, before or after now.
+
+        ``task`` (or its name) types the result; without it the result is plain JSON data.
+        """
+        validate_task_id(task_id)
+        if task is None:
+            name, return_type = "?", Any
+        else:
+            resolved = self.resolve_task(task)
+            name, return_type = resolved.name, resolved.return_type
+        return TaskHandle(self._router, self._router.expect(task_id), name, return_type)
+
+    async def _publish(self, calls: list[BoundCall[Any]]) -> list[TaskHandle[Any]]:
+        layout = self.app.layout
+        now = self.broker.now()
+        handles: list[TaskHandle[Any]] = []
+        messages: list[Message] = []
+        for call in calls:
+            task = call.task
+            task_id = self.new_task_id()
+            headers = task_headers(task, task_id, now=now)
+            headers[MSG_ID] = task_id
+            messages.append(Message(layout.task_subject(task.queue, task.name), call.payload, headers))
+            handles.append(
+                TaskHandle(self._router, self._router.expect(task_id), task.name, task.return_type)
+            )
+        if not messages:
+            return handles
+        try:
+            results = await self._outbox.ask(lambda reply: Publish(messages, reply))
+        except MailboxFull as error:
+            if self._overflow in (Overflow.DROP_NEWEST, Overflow.DROP_OLDEST):
+                raise TaskDropped(
+                    f"the client's buffer was full ({self._overflow.name}): "
+                    f"{len(messages)} task(s) dropped unpublished"
+                ) from error
+            raise
+        failures = [r for r in results if not isinstance(r, PubAck)]
+        if failures:
+            raise failures[0] if len(results) == 1 else PublishFailed(
+                f"{len(failures)} of {len(results)} tasks were refused: {failures[0]}"
+            )
+        return handles

@@ -1,0 +1,99 @@
+"""`TaskHandle`: the promise of one task's result."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
+
+import trio
+
+from . import _codec
+from ._errors import ResultTimeout, TaskCancelled, TaskFailed
+from ._wire import Kind, ResultRecord
+
+if TYPE_CHECKING:
+    from .actors._results import PendingResult, ResultRouter
+
+R = TypeVar("R")
+
+
+@final
+class TaskHandle(Generic[R]):
+    """A task that was enqueued: await its result from here.
+
+    Handles come from ``client.enqueue`` (and ``enqueue_many``), or from ``client.handle(id,
+    task)`` in any process that knows the id. Several handles of one task may wait at once.
+    """
+
+    __slots__ = ("_pending", "_return_type", "_router", "id", "task")
+
+    def __init__(
+        self, router: ResultRouter, pending: PendingResult, task: str, return_type: Any
+    ) -> None:
+        self._router = router
+        self._pending = pending
+        self._return_type = return_type
+        self.id: str = pending.task_id
+        """The task id (32 hex characters)."""
+        self.task: str = task
+        """The task's registered name."""
+
+    def __repr__(self) -> str:
+        return f"<TaskHandle {self.task} {self.id}>"
+
+    @property
+    def done(self) -> bool:
+        """Whether the outcome has arrived here (without waiting or asking the server)."""
+        return self._pending.record is not None
+
+    async def outcome(self, *, timeout: float | None = None) -> ResultRecord:  # noqa: ASYNC109
+        """The raw outcome record (status, value or error, attempts), without raising for
+        failures.
+
+        Raises:
+            ResultTimeout: no outcome within ``timeout`` seconds.
+        """
+        with trio.move_on_after(math.inf if timeout is None else timeout):
+            return await self._router.wait(self._pending)
+        raise ResultTimeout(f"no result for task {self.task} ({self.id}) within {timeout} s")
+
+    async def result(self, *, timeout: float | None = None) -> R:  # noqa: ASYNC109
+        """Wait for the task's result, structured to its return annotation.
+
+        Args:
+            timeout: Seconds to wait; None waits until the result arrives. A timeout does not
+                affect the task, which may still run.
+
+        Raises:
+            TaskFailed: the task failed for good (kind, message, remote traceback, attempts).
+            TaskCancelled: the task was cancelled.
+            ResultTimeout: no result within ``timeout``.
+        """
+        record = await self.outcome(timeout=timeout)
+        if record.status == "succeeded":
+            try:
+                value: R = _codec.from_json(record.value, self._return_type)
+            except Exception as error:
+                raise TaskFailed(
+                    task_id=self.id,
+                    task=self.task,
+                    kind=Kind.DECODE,
+                    message=(
+                        "the result does not match the return annotation: "
+                        + _codec.describe_structure_error(error)
+                    ),
+                    attempts=record.attempts,
+                ) from None
+            return value
+        error = record.error
+        if record.status == "cancelled":
+            raise TaskCancelled(f"task {self.task} ({self.id}) was cancelled")
+        raise TaskFailed(
+            task_id=self.id,
+            task=self.task,
+            kind=error.kind if error else Kind.ERROR,
+            message=error.message if error else "unknown failure",
+            type=error.type if error else "",
+            remote_traceback=error.traceback if error else "",
+            attempts=record.attempts,
+        )

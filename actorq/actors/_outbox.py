@@ -1,0 +1,98 @@
+"""The Outbox: every enqueue of a client goes through one publishing actor.
+
+Requests wait in the Outbox's bounded mailbox; the actor takes everything queued, publishes it
+as one batch (one window of PubAcks) and answers each request with its acks. That gives
+concurrent producers batching for free, and it is also what happens while NATS is unreachable:
+the actor waits for the connection, requests pile up in the mailbox, and its overflow policy
+(the user's choice) decides what a full buffer does. Task ids double as ``Nats-Msg-Id``, so a
+batch re-sent after a connection loss cannot be stored twice.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import attrs
+import trio
+
+from .._errors import NotConnected, PublishFailed
+from ..broker import Broker, ConnectionState, Message, PubAck
+from ._mailbox import ActorRef, Inbox, Overflow, Reply, open_mailbox
+
+logger = logging.getLogger("actorq.outbox")
+
+MAX_BATCH = 4096
+"""Most messages published as one batch."""
+
+
+@attrs.frozen(eq=False)
+class Publish:
+    """Publish these messages; the reply is one `PubAck` or `PublishFailed` per message."""
+
+    messages: list[Message]
+    reply: Reply[list[PubAck | PublishFailed]]
+
+
+class Outbox:
+    """Publishes a client's task messages in batches, and buffers them while disconnected.
+
+    Args:
+        broker: Where to publish.
+        capacity: Requests that may wait (each ``enqueue`` is one, ``enqueue_many`` one too).
+        overflow: What a full buffer does (see `Overflow`).
+    """
+
+    def __init__(self, broker: Broker, *, capacity: int, overflow: Overflow) -> None:
+        self.broker = broker
+        self.capacity = capacity
+        self.overflow = overflow
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[ActorRef[Publish]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with open_mailbox(
+            self.capacity, overflow=self.overflow, name="outbox"
+        ) as (ref, inbox):
+            task_status.started(ref)
+            await self._serve(inbox)
+
+    async def _serve(self, inbox: Inbox[Publish]) -> None:
+        while True:
+            # Take nothing out of the mailbox while disconnected: the waiting requests are the
+            # buffer, and its overflow policy must see all of them.
+            await self.broker.connection.wait_value(ConnectionState.CONNECTED)
+            try:
+                first = await inbox.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            batch = [first]
+            count = len(first.messages)
+            while count < MAX_BATCH:
+                try:
+                    request = inbox.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                batch.append(request)
+                count += len(request.messages)
+            await self._publish(batch)
+
+    async def _publish(self, batch: list[Publish]) -> None:
+        live = [request for request in batch if not request.reply.abandoned]
+        messages = [message for request in live for message in request.messages]
+        while True:
+            await self.broker.connection.wait_value(ConnectionState.CONNECTED)
+            try:
+                results = await self.broker.publish_many(messages)
+                break
+            except NotConnected:
+                logger.warning("connection lost while publishing %d message(s); will resend",
+                               len(messages))
+            except Exception as error:
+                for request in live:
+                    request.reply.fail(error)
+                return
+        start = 0
+        for request in live:
+            end = start + len(request.messages)
+            request.reply.send(results[start:end])
+            start = end

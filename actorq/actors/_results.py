@@ -1,0 +1,139 @@
+"""The ResultRouter: one subscription per client, routing results to whoever awaits them.
+
+Task ids start with the minting client's origin, and results are published on
+``result.<origin>.<id>``, so one plain subscription on ``result.<origin>.*`` brings a client
+the results of every task it enqueued — never a consumer per request. Results are also stored
+(last message per subject), so an awaiter that comes late, or lives in another process, reads
+the stored one; the router re-reads stored results of live waiters after a reconnect, because
+plain subscriptions miss what is published while disconnected.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from contextlib import aclosing
+
+import attrs
+import trio
+
+from .. import _codec
+from .._names import Layout, task_origin
+from .._wire import ResultRecord
+from ..broker import Broker, ConnectionState, CoreMessage
+
+logger = logging.getLogger("actorq.results")
+
+
+@attrs.define(eq=False)
+class PendingResult:
+    """Where the result of one task lands; held by its handles, so it lives as long as they do."""
+
+    task_id: str
+    record: ResultRecord | None = None
+    arrived: trio.Event = attrs.field(factory=trio.Event)
+    epoch: int = 0
+    """The router's connection epoch when the result was last known not to be missed."""
+
+    def resolve(self, record: ResultRecord) -> None:
+        if self.record is None:
+            self.record = record
+            self.arrived.set()
+
+
+def decode_result(data: bytes) -> ResultRecord:
+    record: ResultRecord = _codec.converter.structure(_codec.loads(data), ResultRecord)
+    return record
+
+
+class ResultRouter:
+    """Receives a client's results and resolves the `PendingResult` of each awaited task."""
+
+    def __init__(self, broker: Broker, layout: Layout, origin: str) -> None:
+        self.broker = broker
+        self.layout = layout
+        self.origin = origin
+        self._pending: weakref.WeakValueDictionary[str, PendingResult] = (
+            weakref.WeakValueDictionary()
+        )
+        self.epoch = 0
+        """Increments whenever the subscription may have missed results (a reconnect)."""
+
+    def expect(self, task_id: str) -> PendingResult:
+        """The pending result of ``task_id``, registered so the router routes it there."""
+        pending = self._pending.get(task_id)
+        if pending is None:
+            pending = PendingResult(task_id, epoch=self.epoch)
+            self._pending[task_id] = pending
+        return pending
+
+    def is_own(self, task_id: str) -> bool:
+        return task_origin(task_id) == self.origin
+
+    async def run(self, *, task_status: trio.TaskStatus[ResultRouter] = trio.TASK_STATUS_IGNORED) -> None:
+        subject = self.layout.result_origin_subjects(self.origin)
+        async with self.broker.subscribe(subject) as messages, trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_reconnects)
+            task_status.started(self)
+            async for message in messages:
+                self._route(message)
+
+    def _route(self, message: CoreMessage) -> None:
+        task_id = message.subject.rsplit(".", 1)[-1]
+        pending = self._pending.get(task_id)
+        if pending is not None:
+            self._route_to(pending, message)
+
+    async def _watch_reconnects(self) -> None:
+        async with aclosing(self.broker.connection.transitions()) as transitions:
+            async for state, _ in transitions:
+                if state is ConnectionState.CONNECTED:
+                    self.epoch += 1
+                    await self._recheck_stored()
+
+    async def _recheck_stored(self) -> None:
+        for pending in list(self._pending.values()):
+            if pending.record is None:
+                await self.fetch_stored(pending)
+
+    async def fetch_stored(self, pending: PendingResult) -> None:
+        """Resolve ``pending`` from the results stream if its result is stored there."""
+        stored = await self.broker.get_last(
+            self.layout.results_stream, self.layout.result_subject(pending.task_id)
+        )
+        if stored is not None:
+            pending.resolve(decode_result(stored.data))
+        pending.epoch = self.epoch
+
+    async def wait(self, pending: PendingResult) -> ResultRecord:
+        """Wait for a result, reading the stored one if it may have been missed live."""
+        if pending.record is not None:
+            return pending.record
+        if self.is_own(pending.task_id):
+            if pending.epoch != self.epoch:
+                await self.fetch_stored(pending)
+            await pending.arrived.wait()
+        else:
+            # Another client's task: its results do not come through our subscription, so
+            # listen on its own subject for as long as we wait (subscribe first, then read the
+            # stored one, so nothing falls in between).
+            subject = self.layout.result_subject(pending.task_id)
+            async with self.broker.subscribe(subject) as messages, trio.open_nursery() as nursery:
+
+                async def listen() -> None:
+                    async for message in messages:
+                        self._route_to(pending, message)
+
+                nursery.start_soon(listen)
+                await self.fetch_stored(pending)
+                await pending.arrived.wait()
+                nursery.cancel_scope.cancel()
+        assert pending.record is not None
+        return pending.record
+
+    def _route_to(self, pending: PendingResult, message: CoreMessage) -> None:
+        try:
+            pending.resolve(decode_result(message.data))
+        except Exception as error:
+            logger.error("undecodable result on %s: %s", message.subject, error)
+
