@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import pytest
 import trio
 import trio.testing
 
-from actorq.actors import ChildSpec, ChildState, Restart, Shutdown, Supervisor
+from actorq.actors import (
+    ChildSpec,
+    ChildState,
+    Restart,
+    Shutdown,
+    Supervisor,
+    SupervisorGaveUp,
+    SupervisorPolicy,
+)
 
 if TYPE_CHECKING:
     from supervision_lab import Lab
@@ -88,8 +97,8 @@ async def test_a_child_cancelled_by_its_supervisor_is_not_restarted(
 async def test_cancelling_the_tree_restarts_nothing(
     lab: Lab, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async def cancelled_by_its_own_deadline(*, task_status: trio.TaskStatus[None]) -> None:
-        # A child whose work ends in a Cancelled of the supervisor's making, mid-flight.
+    async def idler(*, task_status: trio.TaskStatus[None]) -> None:
+        # Cancelled by its supervisor in the middle of its work: a stop, not a crash.
         task_status.started()
         await trio.sleep_forever()
 
@@ -97,7 +106,7 @@ async def test_cancelling_the_tree_restarts_nothing(
         "app",
         [
             lab.spec("a", drain=None, shutdown=Shutdown.after(1)),
-            ChildSpec("b", cancelled_by_its_own_deadline, shutdown=Shutdown.brutal()),
+            ChildSpec("b", idler, shutdown=Shutdown.brutal()),
         ],
     )
     with trio.move_on_after(5):
@@ -107,3 +116,30 @@ async def test_cancelling_the_tree_restarts_nothing(
     assert lab.timeline == [(0, "start", "a"), (5, "draining", "a"), (6, "cancelled", "a")]
     assert sup.statistics().total_restarts == 0
     assert trio.current_time() == 6
+
+
+async def test_an_exception_group_from_the_childs_own_nursery_is_a_crash(
+    lab: Lab, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def team(*, task_status: trio.TaskStatus[None]) -> None:
+        lab.record("start", "team")
+
+        async def helper() -> None:
+            await trio.sleep(1)
+            raise ValueError("helper failed")
+
+        async with trio.open_nursery() as helpers:
+            helpers.start_soon(helper)
+            task_status.started()
+
+    sup = Supervisor("app", [ChildSpec("team", team)], policy=SupervisorPolicy(intensity=1))
+    with pytest.RaisesGroup(SupervisorGaveUp) as group:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sup.run)
+
+    # Crashed at t=1 (restarted) and at t=2 (one restart too many).
+    assert lab.timeline == [(0, "start", "team"), (1, "start", "team")]
+    assert trio.current_time() == 2
+    cause = group.value.exceptions[0].__cause__
+    assert isinstance(cause, ExceptionGroup)
+    assert pytest.RaisesGroup(ValueError).matches(cause)
