@@ -1,0 +1,88 @@
+"""A worker process killed with SIGKILL mid-run loses nothing.
+
+Two real worker processes share a queue; 1,000 tasks are enqueued; one worker is killed with
+``kill -9`` while it runs tasks. Every task must complete (counted by its result), and the only
+tasks run twice are ones the killed worker had started and not finished.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import trio
+
+import actorq
+
+pytestmark = [pytest.mark.faults, pytest.mark.integration]
+
+WORKER = Path(__file__).with_name("fault_worker.py")
+TASKS = 1000
+
+
+async def start_worker(url: str, namespace: str, log: Path) -> trio.Process:
+    process = await trio.lowlevel.open_process(
+        [sys.executable, str(WORKER), url, namespace, str(log)],
+        stdout=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    with trio.fail_after(15):
+        buffer = b""
+        while b"ready" not in buffer:
+            chunk = await process.stdout.receive_some()
+            if not chunk:
+                pytest.fail(f"worker exited before it was ready (code {process.returncode})")
+            buffer += chunk
+    return process
+
+
+def executions(log: Path) -> tuple[list[int], set[int]]:
+    """What a worker started (every run, in order) and what it finished."""
+    started: list[int] = []
+    ended: set[int] = set()
+    for line in log.read_text().splitlines():
+        kind, n = line.split()
+        if kind == "start":
+            started.append(int(n))
+        else:
+            ended.add(int(n))
+    return started, ended
+
+
+async def test_kill_9_of_a_worker_loses_no_task(
+    nats_url: str, namespace: str, tmp_path: Path
+) -> None:
+    app = actorq.App(namespace)
+    record = actorq.remote_task("fault.record", returns=int)
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    async with actorq.connect(app, nats_url) as client:
+        victim = await start_worker(nats_url, namespace, logs[0])
+        survivor = await start_worker(nats_url, namespace, logs[1])
+        try:
+            handles = await client.enqueue_many(record.bind(n) for n in range(TASKS))
+            results: list[int] = []
+            with trio.fail_after(60):
+                for handle in handles[: TASKS // 4]:
+                    results.append(await handle.result())
+                victim.send_signal(signal.SIGKILL)
+                await victim.wait()
+                for handle in handles[TASKS // 4 :]:
+                    results.append(await handle.result())
+        finally:
+            for process in (victim, survivor):
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+    assert sorted(results) == list(range(TASKS))
+    victim_started, victim_ended = executions(logs[0])
+    survivor_started, _ = executions(logs[1])
+    assert victim_started, "the killed worker ran nothing; the test proved nothing"
+    in_flight_when_killed = set(victim_started) - victim_ended
+    runs = Counter(victim_started + survivor_started)
+    duplicates = {n for n, count in runs.items() if count > 1}
+    assert set(runs) == set(range(TASKS))
+    assert duplicates <= in_flight_when_killed
