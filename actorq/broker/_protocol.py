@@ -14,7 +14,7 @@ Every value crossing this boundary is an actorq attrs value; no nats-py object l
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -47,6 +47,11 @@ ROLLUP = "Nats-Rollup"
 # --- configuration ------------------------------------------------------------------------
 
 
+def _subject_tuple(subjects: Iterable[str]) -> tuple[str, ...]:
+    """Converter for subject lists: any iterable of strings (typed, unlike bare ``tuple``)."""
+    return tuple(subjects)
+
+
 class Retention(enum.Enum):
     """What removes messages from a stream besides its limits."""
 
@@ -72,7 +77,7 @@ class StreamConfig:
     """A stream. `ensure_stream` creates it, or updates it to this config when it exists."""
 
     name: str
-    subjects: tuple[str, ...] = attrs.field(converter=tuple)
+    subjects: tuple[str, ...] = attrs.field(converter=_subject_tuple)
     retention: Retention = Retention.LIMITS
     storage: Storage = Storage.FILE
     replicas: int = 1
@@ -93,7 +98,7 @@ class ConsumerConfig:
     """A durable pull consumer with explicit acks."""
 
     name: str
-    filter_subjects: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    filter_subjects: tuple[str, ...] = attrs.field(default=(), converter=_subject_tuple)
     ack_wait: float = 30.0
     """Seconds a delivery may stay unacknowledged before it is redelivered."""
     max_ack_pending: int = 1000
