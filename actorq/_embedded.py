@@ -201,10 +201,11 @@ class EmbeddedServer:
                 return
             timed_out = not (scanner.fatal or drained.is_set())
             if not timed_out:
-                # A fatal line comes just before the exit: let the log run to its end.
+                # A fatal line comes just before the exit: let the log run to its end and
+                # collect the exit status.
                 with trio.move_on_after(self._stop_grace):
                     await drained.wait()
-            returncode = process.poll()
+                    await process.wait()
         except BaseException:
             with trio.CancelScope(shield=True):
                 await _halt(process, drained, self._stop_grace)
@@ -212,7 +213,7 @@ class EmbeddedServer:
         with trio.CancelScope(shield=True):
             await _halt(process, drained, self._stop_grace)
         raise start_failure(
-            spec, scanner, returncode=returncode,
+            spec, scanner, returncode=process.returncode,
             timeout=self._ready_timeout if timed_out else None,
         )
 

@@ -97,8 +97,6 @@ class ServerSpec:
     tls_key: str | None = None
     tls_ca: str | None = None
     tls_verify: bool = False
-    log_file: Path | None = None
-    """Where the server writes its log itself (``-l``); None: on stderr, read through a pipe."""
     extra_args: tuple[str, ...] = attrs.field(default=(), converter=tuple)
 
     @property
@@ -138,8 +136,6 @@ class ServerSpec:
                 args += ["--tlscacert", self.tls_ca]
             if self.tls_verify:
                 args += ["--tlsverify"]
-        if self.log_file is not None:
-            args += ["-l", str(self.log_file)]
         return [*args, *self.extra_args]
 
 
@@ -208,10 +204,17 @@ class LogScanner:
 
 
 def start_failure(
-    spec: ServerSpec, scanner: LogScanner, *, returncode: int | None, timeout: float | None = None
+    spec: ServerSpec,
+    scanner: LogScanner,
+    *,
+    returncode: int | None = None,
+    timeout: float | None = None,
 ) -> EmbeddedServerError:
     """The error for a server that did not come up, naming the cause as precisely as the log
-    allows: a taken port (which one, for what), a fatal line, an exit, or a timeout."""
+    allows: a taken port (which one, for what), a fatal line, an exit, or a timeout.
+
+    ``timeout`` is given when the server hung rather than exited; ``returncode`` when the exit
+    status is known (it is not for a detached process)."""
     tail = scanner.tail_text()
     fatal = scanner.fatal or ""
     if (match := _IN_USE.search(fatal)) is not None:
@@ -227,11 +230,12 @@ def start_failure(
             port=port,
             log_tail=tail,
         )
-    if timeout is not None and returncode is None:
+    if timeout is not None:
         summary = f"nats-server did not become ready within {timeout:g}s"
+    elif returncode is None:
+        summary = "nats-server exited during start"
     else:
-        status = "still running" if returncode is None else f"exit status {returncode}"
-        summary = f"nats-server exited during start ({status})"
+        summary = f"nats-server exited during start (exit status {returncode})"
     if fatal:
         summary += f": {fatal}"
     command = " ".join(spec.argv())
