@@ -45,6 +45,11 @@ from ._task import (
     TaskOptions as TaskOptions,
     remote_task as remote_task,
 )
+from ._embedded import EmbeddedServer as EmbeddedServer, start_server as start_server
+from ._embedded_cluster import (
+    EmbeddedCluster as EmbeddedCluster,
+    start_cluster as start_cluster,
+)
 from ._util import fixup_module_metadata as _fixup_module_metadata
 from ._wire import DeadLetter as DeadLetter, ErrorInfo as ErrorInfo, ResultRecord as ResultRecord
 from ._worker import Worker as Worker, WorkerStatistics as WorkerStatistics
