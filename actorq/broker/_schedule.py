@@ -142,19 +142,18 @@ def parse_rfc3339(text: str) -> float:
         )
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
     fraction, zone = match.group(7) or "", match.group(8)
+    offset = 0
+    if zone != "Z":
+        hours, minutes = int(zone[1:3]), int(zone[4:6])
+        if hours > 24 or minutes > 59:  # Go allows up to +24:00
+            raise ValueError(f"invalid time {text!r}: zone offset out of range")
+        offset = (hours * 60 + minutes) * 60 * (-1 if zone[0] == "-" else 1)
     try:
-        if zone == "Z":
-            tz = _UTC
-        else:
-            hours, minutes = int(zone[1:3]), int(zone[4:6])
-            if hours > 23 or minutes > 59:
-                raise ValueError("offset out of range")
-            offset = dt.timedelta(hours=hours, minutes=minutes)
-            tz = dt.timezone(-offset if zone[0] == "-" else offset)
-        when = dt.datetime(year, month, day, hour, minute, second, tzinfo=tz)
+        when = dt.datetime(year, month, day, hour, minute, second, tzinfo=_UTC)
     except ValueError as exc:
         raise ValueError(f"invalid time {text!r}: {exc}") from None
-    return when.timestamp() + (int(fraction[:9]) / 10 ** len(fraction[:9]) if fraction else 0.0)
+    seconds = when.timestamp() - offset
+    return seconds + (int(fraction[:9]) / 10 ** len(fraction[:9]) if fraction else 0.0)
 
 
 def format_rfc3339(seconds: float, tz: dt.tzinfo = _UTC) -> str:

@@ -1,0 +1,579 @@
+"""The memory broker on its own: exact virtual times under ``autojump_clock``.
+
+Everything time-based in the memory broker runs on trio's clock, so these tests assert the
+instants themselves (a redelivery at exactly the ack wait, a schedule at exactly its time) and
+run hours of simulated time in milliseconds of real time. Behaviour both brokers share is in
+``test_conformance.py``; this file covers what only the memory broker can show exactly, and
+its own extras (the registry by name, disconnect simulation, statistics).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import aclosing
+from typing import TYPE_CHECKING
+
+import pytest
+import trio
+import trio.testing
+
+from actorq import KeyExists, NotConnected, NotFound, PublishFailed, WrongRevision
+from actorq.broker import (
+    EXPECTED_LAST_SUBJECT_SEQUENCE,
+    MSG_ID,
+    SCHEDULE,
+    SCHEDULE_TARGET,
+    SCHEDULE_TTL,
+    TTL,
+    CaughtUp,
+    ConnectionState,
+    ConsumerConfig,
+    DeliverPolicy,
+    KvConfig,
+    KvEntry,
+    KvOperation,
+    Message,
+    Retention,
+    StreamConfig,
+)
+from actorq.broker._memory import MemoryBroker, memory_broker, open_memory_broker
+from actorq.broker._schedule import format_rfc3339
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+
+@pytest.fixture
+async def broker(namespace: str) -> AsyncIterator[MemoryBroker]:
+    async with open_memory_broker(namespace) as opened:
+        yield opened
+
+
+async def tasks(
+    broker: MemoryBroker, *, ack_wait: float = 30.0, max_ack_pending: int = 100, **stream: object
+) -> str:
+    """A work-queue stream ``T`` (``t.task.>``, ``t.sched.>``) with consumer ``workers``."""
+    await broker.ensure_stream(
+        StreamConfig(
+            name="T",
+            subjects=("t.task.>", "t.sched.>"),
+            retention=Retention.WORK_QUEUE,
+            allow_msg_schedules=True,
+            **stream,  # type: ignore[arg-type]
+        )
+    )
+    await broker.ensure_consumer(
+        "T",
+        ConsumerConfig(
+            name="workers",
+            filter_subjects=("t.task.>",),
+            ack_wait=ack_wait,
+            max_ack_pending=max_ack_pending,
+        ),
+    )
+    return "T"
+
+
+async def schedule(
+    broker: MemoryBroker, name: str, spec: str, body: bytes = b"", **more: str
+) -> None:
+    headers = {SCHEDULE: spec, SCHEDULE_TARGET: "t.task.fired", **more}
+    await broker.publish(Message(f"t.sched.{name}", body, headers))
+
+
+async def next_delivery(broker: MemoryBroker, expires: float = 10 * 86400.0):  # type: ignore[no-untyped-def]
+    got = await broker.fetch("T", "workers", 1, expires=expires)
+    assert len(got) == 1, got
+    return got[0]
+
+
+# --- redelivery, naks, leases ---------------------------------------------------------------
+
+
+async def test_redelivery_at_exactly_the_ack_wait(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await tasks(broker, ack_wait=30.0)
+    await broker.publish(Message("t.task.a", b"x"))
+    first = await next_delivery(broker)
+    start = trio.current_time()
+    again = await next_delivery(broker)
+    assert trio.current_time() - start == 30.0
+    assert (again.stream_seq, again.num_delivered) == (first.stream_seq, 2)
+
+
+async def test_a_day_of_naks_with_delay_passes_in_an_instant(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await tasks(broker, ack_wait=30.0)
+    await broker.publish(Message("t.task.a", b"x"))
+    real_start, start = time.monotonic(), trio.current_time()
+    for attempt in range(1, 25):
+        delivery = await next_delivery(broker)
+        assert delivery.num_delivered == attempt
+        assert trio.current_time() - start == (attempt - 1) * 3600.0
+        await broker.nak(delivery, delay=3600.0)
+    assert time.monotonic() - real_start < 2.0
+
+
+async def test_a_naked_delivery_holds_its_slot_until_redelivered(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await tasks(broker, max_ack_pending=1)
+    for body in (b"1", b"2"):
+        await broker.publish(Message("t.task.a", body))
+    first = await next_delivery(broker)
+    await broker.nak(first, delay=10.0)
+    start = trio.current_time()
+    again = await next_delivery(broker)
+    assert (again.data, again.num_delivered, trio.current_time() - start) == (b"1", 2, 10.0)
+    await broker.ack(again)
+    assert (await next_delivery(broker)).data == b"2"
+
+
+async def test_in_progress_restarts_the_ack_wait(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await tasks(broker, ack_wait=10.0)
+    await broker.publish(Message("t.task.a", b"x"))
+    delivery = await next_delivery(broker)
+    await trio.sleep(8)
+    await broker.in_progress(delivery)
+    start = trio.current_time()
+    assert (await next_delivery(broker)).num_delivered == 2
+    assert trio.current_time() - start == 10.0
+
+
+async def test_max_deliver_stops_redelivery(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await tasks(broker)
+    await broker.ensure_consumer(
+        "T", ConsumerConfig("workers", ("t.task.>",), ack_wait=5.0, max_deliver=2)
+    )
+    await broker.publish(Message("t.task.a", b"x"))
+    assert (await next_delivery(broker)).num_delivered == 1
+    assert (await next_delivery(broker)).num_delivered == 2
+    assert await broker.fetch("T", "workers", 1, expires=60.0) == []
+    info = await broker.consumer_info("T", "workers")
+    assert (info.num_pending, info.num_ack_pending) == (0, 0)
+    assert (await broker.stream_info("T")).messages == 1  # kept, like the server
+
+
+async def test_redeliveries_go_before_new_messages_and_num_pending_counts_down(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await tasks(broker, ack_wait=5.0)
+    for body in (b"1", b"2", b"3"):
+        await broker.publish(Message("t.task.a", body))
+    first = await broker.fetch("T", "workers", 1, expires=1.0)
+    assert [(d.data, d.num_pending) for d in first] == [(b"1", 2)]
+    await broker.nak(first[0])
+    got = await broker.fetch("T", "workers", 3, expires=1.0)
+    assert [(d.data, d.num_delivered, d.num_pending) for d in got] == [
+        (b"1", 2, 2),
+        (b"2", 1, 1),
+        (b"3", 1, 0),
+    ]
+
+
+async def test_waiting_pull_requests_are_served_round_robin(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await tasks(broker)
+    results: dict[str, list[bytes]] = {}
+
+    async def pull(name: str) -> None:
+        got = await broker.fetch("T", "workers", 2, expires=60.0)
+        results[name] = [d.data for d in got]
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pull, "a")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(pull, "b")
+        await trio.testing.wait_all_tasks_blocked()
+        assert (await broker.consumer_info("T", "workers")).num_waiting == 2
+        for body in (b"1", b"2", b"3", b"4"):
+            await broker.publish(Message("t.task.a", body))
+    assert results == {"a": [b"1", b"3"], "b": [b"2", b"4"]}
+
+
+async def test_an_inactive_consumer_is_deleted(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await tasks(broker)
+    await broker.ensure_consumer("T", ConsumerConfig("idle", ("t.sched.>",), inactive_threshold=60))
+    await trio.sleep(59)
+    await broker.consumer_info("T", "idle")
+    await trio.sleep(1)
+    with pytest.raises(NotFound):
+        await broker.consumer_info("T", "idle")
+
+
+# --- schedules ------------------------------------------------------------------------------
+
+
+async def test_a_schedule_a_day_ahead_fires_at_its_time_in_milliseconds(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await tasks(broker)
+    at = round(broker.now()) + 86400
+    real_start = time.monotonic()
+    await schedule(broker, "one", f"@at {format_rfc3339(at)}", b"tomorrow", **{"X-Trace": "1"})
+    delivery = await next_delivery(broker)
+    assert broker.now() == pytest.approx(at, abs=1e-6)
+    assert time.monotonic() - real_start < 1.0
+    assert delivery.subject == "t.task.fired"
+    assert delivery.data == b"tomorrow"
+    assert delivery.timestamp == pytest.approx(at, abs=1e-6)
+    assert dict(delivery.headers) == {
+        "X-Trace": "1",
+        "Nats-Scheduler": "t.sched.one",
+        "Nats-Schedule-Next": "purge",
+    }
+    assert await broker.get_last("T", "t.sched.one") is None  # a one-shot schedule is removed
+
+
+async def test_an_at_schedule_in_the_past_fires_at_once(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await tasks(broker)
+    start = trio.current_time()
+    await schedule(broker, "late", f"@at {format_rfc3339(broker.now() - 3600)}", b"late")
+    assert (await next_delivery(broker)).data == b"late"
+    assert trio.current_time() == start
+
+
+async def test_every_fires_repeatedly_on_whole_seconds(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await tasks(broker)
+    published = broker.now()
+    await schedule(broker, "tick", "@every 1h", b"tick")
+    first = round(published) + 3600  # the server counts from the publish time, rounded
+    for n in range(3):
+        delivery = await next_delivery(broker)
+        assert broker.now() == pytest.approx(first + n * 3600, abs=1e-6)
+        assert delivery.headers["Nats-Schedule-Next"] == format_rfc3339(first + (n + 1) * 3600)
+        await broker.ack(delivery)
+    assert (await broker.get_last("T", "t.sched.tick")) is not None  # the schedule stays
+
+
+async def test_cron_fires_on_its_ticks(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await tasks(broker)
+    await schedule(broker, "cron", "0 */15 * * * *", b"quarter")
+    times = []
+    for _ in range(4):
+        delivery = await next_delivery(broker)
+        times.append(broker.now())
+        await broker.ack(delivery)
+    assert all(t == pytest.approx(round(t / 900) * 900, abs=1e-6) for t in times)
+    assert [round(b - a) for a, b in zip(times, times[1:], strict=False)] == [900, 900, 900]
+
+
+async def test_a_cron_schedule_in_a_time_zone(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await tasks(broker)
+    await schedule(
+        broker, "tz", "0 0 9 * * *", b"nine", **{"Nats-Schedule-Time-Zone": "Asia/Kolkata"}
+    )
+    delivery = await next_delivery(broker)
+    assert round(broker.now()) % 86400 == 3 * 3600 + 30 * 60  # 09:00 IST is 03:30 UTC
+    assert delivery.headers["Nats-Schedule-Next"].endswith("T09:00:00+05:30")
+
+
+async def test_plain_subscribers_do_not_see_what_a_schedule_publishes(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await tasks(broker)
+    async with broker.subscribe("t.>") as messages, aclosing(aiter(messages)) as it:
+        await schedule(broker, "one", f"@at {format_rfc3339(broker.now() + 10)}", b"x")
+        assert (await anext(it)).subject == "t.sched.one"  # the publish itself
+        await next_delivery(broker)  # fired, stored, delivered...
+        await broker.publish_core(Message("t.other", b"marker"))
+        assert (await anext(it)).subject == "t.other"  # ...but never seen by subscribers
+
+
+async def test_a_schedule_ttl_and_source(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await tasks(broker, allow_msg_ttl=True)
+    await broker.publish(Message("t.sched.latest", b"sampled", {"K": "v"}))
+    await schedule(
+        broker,
+        "s",
+        "@every 1m",
+        b"own",
+        **{SCHEDULE_TTL: "5m", "Nats-Schedule-Source": "t.sched.latest"},
+    )
+    delivery = await next_delivery(broker)
+    assert (delivery.data, delivery.headers["K"], delivery.headers[TTL]) == (b"sampled", "v", "5m")
+
+
+async def test_a_schedule_message_with_a_ttl_stops_the_schedule(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await tasks(broker, allow_msg_ttl=True)
+    await schedule(broker, "short", "@every 10s", b"x", **{TTL: "25"})
+    start, fired = trio.current_time(), []
+    while got := await broker.fetch("T", "workers", 1, expires=120.0):
+        fired.append(trio.current_time() - start)
+        await broker.ack(got[0])
+    # Fires on whole wall-clock seconds 10 and 20 s after the publish; the schedule message
+    # expired 25 s after it, so there is no third.
+    assert len(fired) == 2
+    assert 9.5 <= fired[0] <= 10.5
+    assert fired[1] - fired[0] == pytest.approx(10.0)
+    assert broker.statistics().schedules == 0
+
+
+async def test_a_bad_schedule_is_refused_with_the_reason(broker: MemoryBroker) -> None:
+    await tasks(broker)
+    with pytest.raises(PublishFailed, match=r"pattern is invalid.*'0 0 24 \* \* \*'.*hour"):
+        await schedule(broker, "bad", "0 0 24 * * *")
+    with pytest.raises(PublishFailed, match="target is invalid"):
+        await broker.publish(Message("t.sched.x", b"", {SCHEDULE: "@hourly"}))
+    with pytest.raises(PublishFailed, match="time zone is invalid"):
+        await schedule(broker, "tz", "@daily", **{"Nats-Schedule-Time-Zone": "Mars/Olympus"})
+    await broker.ensure_stream(StreamConfig("PLAIN", ("plain.>",)))
+    with pytest.raises(PublishFailed, match="schedules is disabled"):
+        await broker.publish(
+            Message("plain.x", b"", {SCHEDULE: "@hourly", SCHEDULE_TARGET: "plain.y"})
+        )
+
+
+# --- dedupe, limits, expiry ----------------------------------------------------------------
+
+
+async def test_the_dedupe_window_expires(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await tasks(broker, duplicate_window=60.0)
+    message = Message("t.task.a", b"once", {MSG_ID: "job-1"})
+    first = await broker.publish(message)
+    await trio.sleep(59.999)
+    assert (await broker.publish(message)).duplicate
+    await trio.sleep(0.001)
+    again = await broker.publish(message)
+    assert not again.duplicate
+    assert again.seq == first.seq + 1
+
+
+async def test_max_age_and_per_message_ttl(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await broker.ensure_stream(StreamConfig("R", ("r.>",), max_age=60.0, allow_msg_ttl=True))
+    await broker.publish(Message("r.aged", b""))
+    await broker.publish(Message("r.short", b"", {TTL: "10s"}))
+    await broker.publish(Message("r.kept", b"", {TTL: "never"}))
+    with pytest.raises(PublishFailed, match="invalid per-message TTL"):
+        await broker.publish(Message("r.bad", b"", {TTL: "500ms"}))
+    await trio.sleep(10)
+    assert await broker.get_last("R", "r.short") is None
+    assert await broker.get_last("R", "r.aged") is not None
+    await trio.sleep(50)
+    assert await broker.get_last("R", "r.aged") is None
+    assert await broker.get_last("R", "r.kept") is not None
+
+
+async def test_limits_rollups_and_expectations(broker: MemoryBroker) -> None:
+    await broker.ensure_stream(
+        StreamConfig("L", ("l.>",), max_msgs_per_subject=2, allow_rollup=True)
+    )
+    for n in range(3):
+        await broker.publish(Message("l.a", str(n).encode()))
+    assert (await broker.stream_info("L")).messages == 2
+    with pytest.raises(PublishFailed, match="wrong last sequence: 3"):
+        await broker.publish(Message("l.a", b"", {EXPECTED_LAST_SUBJECT_SEQUENCE: "2"}))
+    await broker.publish(Message("l.a", b"", {EXPECTED_LAST_SUBJECT_SEQUENCE: "3"}))
+    await broker.publish(Message("l.b", b"", {EXPECTED_LAST_SUBJECT_SEQUENCE: "0"}))
+    await broker.publish(Message("l.a", b"all", {"Nats-Rollup": "all"}))
+    info = await broker.stream_info("L")
+    assert (info.messages, info.first_seq, info.last_seq) == (1, 6, 6)
+    stored = await broker.get_next("L", 1)
+    assert stored is not None
+    assert stored.data == b"all"
+
+
+async def test_streams_and_consumers_are_checked_like_the_server(broker: MemoryBroker) -> None:
+    await tasks(broker)
+    with pytest.raises(ValueError, match="invalid stream name"):
+        await broker.ensure_stream(StreamConfig("A.B", ("ab",)))
+    with pytest.raises(ValueError, match="invalid subject"):
+        await broker.ensure_stream(StreamConfig("AB", ("a..b",)))
+    with pytest.raises(Exception, match="overlap"):
+        await broker.ensure_stream(StreamConfig("OTHER", ("t.task.x",)))
+    with pytest.raises(Exception, match="filtered consumer not unique"):
+        await broker.ensure_consumer("T", ConsumerConfig("more", ("t.task.*",)))
+    with pytest.raises(Exception, match="non-filtered"):
+        await broker.ensure_consumer("T", ConsumerConfig("all"))
+    with pytest.raises(Exception, match="must deliver all"):
+        await broker.ensure_consumer(
+            "T", ConsumerConfig("new", ("t.sched.>",), deliver_policy=DeliverPolicy.NEW)
+        )
+    with pytest.raises(NotFound):
+        await broker.delete_message("T", 99)
+
+
+async def test_interest_retention_keeps_a_message_until_every_consumer_acked(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await broker.ensure_stream(StreamConfig("I", ("i.>",), retention=Retention.INTEREST))
+    await broker.publish(Message("i.a", b"nobody listens"))
+    assert (await broker.stream_info("I")).messages == 0
+    for name in ("one", "two"):
+        await broker.ensure_consumer("I", ConsumerConfig(name))
+    await broker.publish(Message("i.a", b"x"))
+    for name in ("one", "two"):
+        [delivery] = await broker.fetch("I", name, 1, expires=1.0)
+        assert (await broker.stream_info("I")).messages == 1
+        await broker.ack(delivery)
+    assert (await broker.stream_info("I")).messages == 0
+
+
+# --- key-value ------------------------------------------------------------------------------
+
+
+async def test_a_key_expires_at_its_ttl_and_watches_see_it(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await broker.ensure_kv(KvConfig("leases", allow_per_key_ttl=True))
+    revision = await broker.kv_create("leases", "leader", b"me", ttl=10)
+    events: list[tuple[float, KvOperation]] = []
+    async with broker.kv_watch("leases", updates_only=True) as watch, aclosing(aiter(watch)) as it:
+        assert isinstance(await anext(it), CaughtUp)
+        await trio.sleep(6)
+        revision = await broker.kv_update("leases", "leader", b"me", revision, ttl=10)
+        await broker.kv_update("leases", "leader", b"me", revision)  # no TTL: lives on
+        await broker.kv_put("leases", "other", b"x", ttl=3)
+        start = trio.current_time()
+        while len(events) < 4:
+            event = await anext(it)
+            assert isinstance(event, KvEntry)
+            events.append((trio.current_time() - start, event.operation))
+    assert events == [(0, KvOperation.PUT)] * 3 + [(3, KvOperation.PURGE)]
+    assert await broker.kv_keys("leases") == ["leader"]
+    await trio.sleep(1)
+    assert (await broker.stream_info("KV_leases")).messages == 1  # the marker expired too
+
+
+async def test_a_ttl_write_restarts_the_ttl_and_a_plain_update_does_not(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await broker.ensure_kv(KvConfig("locks", history=3, allow_per_key_ttl=True))
+    first = await broker.kv_create("locks", "a", b"1", ttl=10)
+    await trio.sleep(5)
+    await broker.kv_update("locks", "a", b"2", first, ttl=10)
+    await trio.sleep(9.999)
+    assert await broker.kv_get("locks", "a") is not None
+    await trio.sleep(0.001)
+    assert await broker.kv_get("locks", "a") is None
+    with pytest.raises(PublishFailed, match="invalid per-message TTL"):
+        await broker.kv_put("locks", "b", b"", ttl=0.5)
+
+
+async def test_kv_cas_errors_name_bucket_key_and_revisions(broker: MemoryBroker) -> None:
+    await broker.ensure_kv(KvConfig("cfg"))
+    revision = await broker.kv_put("cfg", "k", b"1")
+    await broker.kv_put("cfg", "k", b"2")
+    with pytest.raises(WrongRevision, match=rf"'cfg' key 'k': revision {revision} .* latest is 2"):
+        await broker.kv_update("cfg", "k", b"3", revision)
+    with pytest.raises(KeyExists, match="'k' already exists in bucket 'cfg' \\(revision 2\\)"):
+        await broker.kv_create("cfg", "k", b"3")
+    await broker.kv_purge("cfg", "k")
+    assert await broker.kv_create("cfg", "k", b"again") == 4
+    with pytest.raises(NotFound, match="bucket 'nope'"):
+        await broker.kv_get("nope", "k")
+    with pytest.raises(ValueError, match="invalid key"):
+        await broker.kv_put("cfg", "bad key", b"")
+
+
+# --- the registry and the connection ------------------------------------------------------
+
+
+async def test_openers_of_a_name_share_one_broker_until_the_last_leaves(namespace: str) -> None:
+    async with open_memory_broker(namespace) as one, open_memory_broker(namespace) as two:
+        assert one is two is memory_broker(namespace)
+        assert one.statistics().openers == 2
+        await one.ensure_stream(StreamConfig("S", ("s.>",)))
+        assert (await two.stream_info("S")).messages == 0
+        async with open_memory_broker(f"{namespace}-other") as other:
+            assert other is not one
+            with pytest.raises(NotFound):
+                await other.stream_info("S")
+    with pytest.raises(LookupError):
+        memory_broker(namespace)
+    assert one.connection.value is ConnectionState.CLOSED
+    async with open_memory_broker(namespace) as fresh:
+        assert fresh is not one
+        with pytest.raises(NotFound):
+            await fresh.stream_info("S")
+
+
+async def test_disconnect_pauses_and_reconnect_resumes(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await tasks(broker)
+    await broker.publish(Message("t.task.a", b"waiting"))
+    async with broker.pull("T", "workers") as subscription:
+        broker.disconnect()
+        assert broker.connection.value is ConnectionState.RECONNECTING
+        with pytest.raises(NotConnected):
+            await broker.publish(Message("t.task.a", b"lost"))
+        with pytest.raises(NotConnected):
+            await broker.fetch("T", "workers", 1, expires=1.0)
+        subscription.request(1)
+        with trio.move_on_after(60):
+            await subscription.receive()
+            pytest.fail("delivered while disconnected")
+        assert subscription.credits == 1
+        broker.reconnect()
+        assert broker.connection.value is ConnectionState.CONNECTED
+        [delivery] = await subscription.receive()
+        assert delivery.data == b"waiting"
+
+
+async def test_a_fetch_fails_when_the_connection_drops(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await tasks(broker)
+    async with trio.open_nursery() as nursery:
+
+        async def drop() -> None:
+            await trio.sleep(5)
+            broker.disconnect()
+
+        nursery.start_soon(drop)
+        with pytest.raises(NotConnected):
+            await broker.fetch("T", "workers", 1, expires=60.0)
+    broker.reconnect()
+
+
+async def test_a_watch_pauses_while_disconnected(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await broker.ensure_kv(KvConfig("w"))
+    async with broker.kv_watch("w") as watch, aclosing(aiter(watch)) as it:
+        assert isinstance(await anext(it), CaughtUp)
+        await broker.kv_put("w", "k", b"1")
+        broker.disconnect()
+        with trio.move_on_after(60):
+            await anext(it)
+            pytest.fail("a watch delivered while disconnected")
+        broker.reconnect()
+        event = await anext(it)
+        assert isinstance(event, KvEntry)
+        assert event.value == b"1"
+
+
+async def test_statistics(broker: MemoryBroker, autojump_clock: trio.testing.MockClock) -> None:
+    await tasks(broker)
+    await broker.publish(Message("t.task.a", b""))
+    await schedule(broker, "s", "@hourly")
+    await next_delivery(broker, expires=1.0)
+    stats = broker.statistics()
+    assert (stats.name, stats.streams, stats.messages, stats.consumers) == (broker.name, 1, 2, 1)
+    assert (stats.ack_pending, stats.schedules, stats.openers) == (1, 1, 1)
