@@ -21,8 +21,9 @@ schedule *before* publishing it, with an error that names the expression and the
 
 Cron fire times are computed in UTC, or in the IANA zone of the ``Nats-Schedule-Time-Zone``
 header, which only cron expressions accept. The cron rules are the server's own (a port of
-robfig/cron's parser): croniter and cronsim both accept a different dialect (``L``, ``#``,
-``7`` for Sunday, seconds last), which would let a client publish what the server refuses.
+robfig/cron's parser, checked against nats-server): croniter reads a sixth field as seconds
+*last*, and cronsim, though seconds-first, accepts ``L``, ``W``, ``#`` and ``7`` for Sunday, so
+either would let a client publish expressions the server refuses.
 
 ``Nats-TTL`` and ``Nats-Schedule-TTL`` values are read here too (`parse_ttl`).
 """
