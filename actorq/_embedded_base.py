@@ -351,3 +351,14 @@ def cluster_unready_reason(
     if len(current) < len(monitor_ports) - 1:
         return "the meta leader does not see every running node as a current peer yet"
     return None
+
+
+def meta_leader_name(host: str, monitor_port: int) -> str | None:
+    """The JetStream meta leader's server name as the node on ``monitor_port`` sees it, or
+    None (no leader known, or no answer). Blocking."""
+    try:
+        _, jsz = http_json(host, monitor_port, "/jsz")
+    except OSError:
+        return None
+    leader = ((jsz or {}).get("meta_cluster") or {}).get("leader")
+    return leader if isinstance(leader, str) and leader else None

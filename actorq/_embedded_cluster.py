@@ -25,7 +25,14 @@ from ._embedded import (
     EmbeddedServer,
     open_quiet_nursery,
 )
-from ._embedded_base import LOOPBACK, ServerSpec, cluster_unready_reason, find_binary, free_ports
+from ._embedded_base import (
+    LOOPBACK,
+    ServerSpec,
+    cluster_unready_reason,
+    find_binary,
+    free_ports,
+    meta_leader_name,
+)
 from ._errors import EmbeddedServerError
 
 DEFAULT_CLUSTER_READY_TIMEOUT = 30.0
@@ -75,6 +82,24 @@ class EmbeddedCluster:
         """All client URLs joined by commas, the form actorq's ``url=`` accepts."""
         return ",".join(self.urls)
 
+    async def meta_leader(self) -> int | None:
+        """The index of the node leading the JetStream meta group, as the first running node
+        that knows one reports it; None when none is known.
+
+        Fault tests use it to pick their victim: killing the meta leader costs a new election
+        (several seconds, by nats-server's raft timeouts), killing a follower costs nothing.
+        Streams and consumers have leaders of their own (see their cluster info).
+        """
+        for server in self._servers:
+            if server.running and server.monitor_port is not None:
+                name = await trio.to_thread.run_sync(
+                    meta_leader_name, server.host, server.monitor_port, abandon_on_cancel=True
+                )
+                if name is not None:
+                    names = [candidate.name for candidate in self._servers]
+                    return names.index(name) if name in names else None
+        return None
+
     async def kill(self, index: int) -> None:
         """SIGKILL node ``index`` and wait for its process to exit (a crash, for fault tests).
 
@@ -101,6 +126,9 @@ class EmbeddedCluster:
         """Wait until the running nodes agree on a JetStream meta leader that is one of them
         and sees the others as current peers (with every node up, a stream with one replica
         per node can then be created at once).
+
+        This covers the meta group only: a stream or consumer whose leader was lost elects a
+        new one on its own schedule (seconds), and clients retry meanwhile.
 
         Raises:
             EmbeddedServerError: not ready within ``timeout`` (default: the cluster's ready
