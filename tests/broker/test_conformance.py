@@ -537,3 +537,124 @@ async def test_kv_watch_updates_only_skips_existing_values(broker: Broker, names
             else:
                 pytest.fail(f"expected nothing before the marker, got {event}")
     assert isinstance(event, KvEntry) and event.key == "new"
+
+
+# --- more shared behaviour: schedules, limits, TTLs, paging --------------------------------
+
+from actorq import BrokerError  # noqa: E402
+from actorq.broker import TTL, KvOperation as Op  # noqa: E402
+
+
+async def test_a_fired_schedule_carries_its_headers_and_its_schedule_is_removed(
+    broker: Broker, namespace: str
+) -> None:
+    stream, prefix = await work_stream(broker, namespace)
+    text, _ = rfc3339_in(-3600.0)  # in the past: fires at once
+    headers = {SCHEDULE: f"@at {text}", SCHEDULE_TARGET: f"{prefix}.task.t", "X-Custom": "1"}
+    await broker.publish(Message(f"{prefix}.sched.once", b"body", {**headers, MSG_ID: "s1"}))
+    with trio.fail_after(10):
+        delivery = await fetch_one(broker, stream, expires=5.0)
+        while await broker.get_last(stream, f"{prefix}.sched.once") is not None:
+            await trio.sleep(0.05)
+    assert delivery.data == b"body"
+    assert dict(delivery.headers) == {
+        "X-Custom": "1",
+        "Nats-Scheduler": f"{prefix}.sched.once",
+        "Nats-Schedule-Next": "purge",
+    }
+
+
+async def test_plain_subscribers_do_not_see_what_a_schedule_publishes(
+    broker: Broker, namespace: str
+) -> None:
+    stream, prefix = await work_stream(broker, namespace)
+    text, _ = rfc3339_in(-3600.0)
+    headers = {SCHEDULE: f"@at {text}", SCHEDULE_TARGET: f"{prefix}.task.t"}
+    with trio.fail_after(10):
+        async with broker.subscribe(f"{prefix}.>") as messages, aclosing(aiter(messages)) as it:
+            await broker.publish(Message(f"{prefix}.sched.once", b"", headers))
+            assert (await anext(it)).subject == f"{prefix}.sched.once"
+            await fetch_one(broker, stream)  # it fired and was stored in the stream...
+            await broker.publish_core(Message(f"{prefix}.after", b""))
+            assert (await anext(it)).subject == f"{prefix}.after"  # ...not published to us
+
+
+async def test_a_bad_schedule_is_refused(broker: Broker, namespace: str) -> None:
+    stream, prefix = await work_stream(broker, namespace)
+    target = {SCHEDULE_TARGET: f"{prefix}.task.t"}
+    for spec in ("* * * * *", "0 0 24 * * *", "0 0 0 * * 7", "@every 500ms", "@at tomorrow"):
+        with pytest.raises(PublishFailed):
+            await broker.publish(Message(f"{prefix}.sched.bad", b"", {SCHEDULE: spec, **target}))
+    elsewhere = {SCHEDULE: "@hourly", SCHEDULE_TARGET: f"{namespace}.elsewhere"}
+    with pytest.raises(PublishFailed):  # the target must be another subject of the stream
+        await broker.publish(Message(f"{prefix}.sched.bad", b"", elsewhere))
+    assert (await broker.stream_info(stream)).messages == 0
+
+
+async def test_overlapping_consumers_on_a_work_queue_are_refused(
+    broker: Broker, namespace: str
+) -> None:
+    stream, prefix = await work_stream(broker, namespace)
+    with pytest.raises(BrokerError):
+        await broker.ensure_consumer(stream, ConsumerConfig("a", (f"{prefix}.task.a",)))
+    with pytest.raises(BrokerError):
+        await broker.ensure_consumer(stream, ConsumerConfig("everything"))
+    await broker.ensure_consumer(stream, ConsumerConfig("schedules", (f"{prefix}.sched.>",)))
+
+
+async def test_max_deliver_stops_redelivery(broker: Broker, namespace: str) -> None:
+    stream, prefix = names(namespace)
+    await broker.ensure_stream(StreamConfig(name=stream, subjects=(f"{prefix}.>",)))
+    await broker.ensure_consumer(stream, ConsumerConfig("workers", max_deliver=2))
+    await broker.publish(Message(f"{prefix}.a", b"x"))
+    with trio.fail_after(10):
+        for attempt in (1, 2):
+            delivery = await fetch_one(broker, stream)
+            assert delivery.num_delivered == attempt
+            await broker.nak(delivery)
+        assert await broker.fetch(stream, "workers", 1, expires=0.5) == []
+
+
+async def test_the_dedupe_window_outlives_an_acked_work_queue_message(
+    broker: Broker, namespace: str
+) -> None:
+    stream, prefix = await work_stream(broker, namespace)
+    message = Message(f"{prefix}.task.a", b"once", {MSG_ID: "job-1"})
+    await broker.publish(message)
+    with trio.fail_after(10):
+        await broker.ack(await fetch_one(broker, stream))
+        assert (await broker.publish(message)).duplicate
+        assert await broker.fetch(stream, "workers", 1, expires=0.3) == []
+
+
+async def test_a_message_ttl_expires_the_message(broker: Broker, namespace: str) -> None:
+    stream, prefix = names(namespace)
+    config = StreamConfig(name=stream, subjects=(f"{prefix}.>",), allow_msg_ttl=True)
+    await broker.ensure_stream(config)
+    await broker.publish(Message(f"{prefix}.short", b"", {TTL: "1s"}))
+    await broker.publish(Message(f"{prefix}.kept", b""))
+    with pytest.raises(PublishFailed):
+        await broker.publish(Message(f"{prefix}.bad", b"", {TTL: "500ms"}))
+    with trio.fail_after(10):
+        while await broker.get_last(stream, f"{prefix}.short") is not None:
+            await trio.sleep(0.05)
+    assert await broker.get_last(stream, f"{prefix}.kept") is not None
+
+
+async def test_a_kv_watch_sees_a_key_expire(broker: Broker, namespace: str) -> None:
+    await broker.ensure_kv(KvConfig(bucket=namespace, allow_per_key_ttl=True))
+    with trio.fail_after(10):
+        async with (
+            broker.kv_watch(namespace, updates_only=True) as watch,
+            aclosing(aiter(watch)) as it,
+        ):
+            assert isinstance(await anext(it), CaughtUp)
+            await broker.kv_put(namespace, "lease", b"me", ttl=1.0)
+            put, gone = await anext(it), await anext(it)
+    assert isinstance(put, KvEntry)
+    assert isinstance(gone, KvEntry)
+    assert [(put.key, put.operation), (gone.key, gone.operation)] == [
+        ("lease", Op.PUT),
+        ("lease", Op.PURGE),
+    ]
+    assert await broker.kv_get(namespace, "lease") is None
