@@ -23,9 +23,7 @@ from ._local_node import DEFAULT_DIRECTORY, ensure_local_node, read_local_node, 
 _FOREGROUND_OPTIONS = ("port", "host", "store_dir", "nodes", "verbose")
 
 
-async def _serve(
-    *, port: int, host: str, store_dir: Path | None, nodes: int | None
-) -> None:
+async def _serve(*, port: int, host: str, store_dir: Path | None, nodes: int | None) -> None:
     # Watch the signals from the start, so Ctrl-C also interrupts a slow start-up.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_quiet_nursery() as nursery:
@@ -57,18 +55,27 @@ async def _announce(url: str, what: str) -> None:
 
 @click.group("server", invoke_without_command=True)
 @click.option(
-    "--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
     help="Client port; 0 picks a free one. With --cluster: the first node's, the others "
     "take the next ports.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
-    "--store-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--store-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
     help="JetStream store (with --cluster, one subdirectory per node). Default: a temporary "
     "directory, removed at exit.",
 )
 @click.option(
-    "--cluster", "nodes", type=click.IntRange(min=2), default=None, metavar="N",
+    "--cluster",
+    "nodes",
+    type=click.IntRange(min=2),
+    default=None,
+    metavar="N",
     help="Run N routed nodes with clustered JetStream instead of one.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Echo the server log.")
@@ -105,8 +112,11 @@ def server(
 
 
 _directory_option = click.option(
-    "--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_DIRECTORY, show_default=True,
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_DIRECTORY,
+    show_default=True,
     help="Where the local node is recorded (its store is in DIR/store).",
 )
 
@@ -158,7 +168,8 @@ def status(directory: Path) -> None:
         click.echo(f"no local node recorded under {directory}", err=True)
         raise SystemExit(1)
     if not node.answers():
-        click.echo(f"the local node recorded at {node.url} (pid {node.pid}) does not answer",
-                   err=True)
+        click.echo(
+            f"the local node recorded at {node.url} (pid {node.pid}) does not answer", err=True
+        )
         raise SystemExit(1)
     click.echo(f"{node.url}  running (pid {node.pid}, store {node.store_dir})")

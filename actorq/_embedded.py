@@ -18,16 +18,18 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import final
+from typing import TYPE_CHECKING, final
 
 import attrs
 import trio
 
 from ._embedded_base import LOOPBACK, LogScanner, ServerSpec, find_binary, start_failure
 from ._errors import EmbeddedServerError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
 
 logger = logging.getLogger("actorq.embedded")
 
@@ -189,15 +191,16 @@ class EmbeddedServer:
         try:
             with trio.move_on_after(self._ready_timeout):
                 await settled.wait()
-            if scanner.ready:
+            if scanner.ready and scanner.client_port is not None:
                 self._spec = attrs.evolve(
                     spec,
                     port=scanner.client_port,
                     monitor_port=scanner.monitor_port if spec.monitor_port is not None else None,
                     cluster_port=scanner.route_port if spec.clustered else None,
                 )
-                logger.info("nats-server %s ready at %s (pid %d)", spec.name or "",
-                            self.url, process.pid)
+                logger.info(
+                    "nats-server %s ready at %s (pid %d)", spec.name or "", self.url, process.pid
+                )
                 return
             timed_out = not (scanner.fatal or drained.is_set())
             if not timed_out:
@@ -213,7 +216,9 @@ class EmbeddedServer:
         with trio.CancelScope(shield=True):
             await _halt(process, drained, self._stop_grace)
         raise start_failure(
-            spec, scanner, returncode=process.returncode,
+            spec,
+            scanner,
+            returncode=process.returncode,
             timeout=self._ready_timeout if timed_out else None,
         )
 

@@ -19,13 +19,15 @@ import re
 import shutil
 import socket
 import sysconfig
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from ._errors import EmbeddedServerError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 LOOPBACK = "127.0.0.1"
 BINARY_ENV = "ACTORQ_NATS_SERVER"
@@ -57,8 +59,8 @@ def find_binary(binary: str | os.PathLike[str] | None = None) -> str:
         )
     for scheme in (None, f"{os.name}_user"):
         try:
-            scripts = sysconfig.get_path("scripts", scheme) if scheme else sysconfig.get_path(
-                "scripts"
+            scripts = (
+                sysconfig.get_path("scripts", scheme) if scheme else sysconfig.get_path("scripts")
             )
         except KeyError:  # no user scheme on this platform
             continue
@@ -69,6 +71,10 @@ def find_binary(binary: str | os.PathLike[str] | None = None) -> str:
     if found is None:
         raise EmbeddedServerError(f"the nats-server binary was not found: {_INSTALL_HINT}")
     return found
+
+
+def _strings(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
 
 
 @attrs.frozen
@@ -89,7 +95,7 @@ class ServerSpec:
     """None: no monitoring endpoint; -1: an OS-picked port."""
     cluster_name: str | None = None
     cluster_port: int | None = None
-    routes: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    routes: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     user: str | None = None
     password: str | None = None
     token: str | None = None
@@ -97,7 +103,7 @@ class ServerSpec:
     tls_key: str | None = None
     tls_ca: str | None = None
     tls_verify: bool = False
-    extra_args: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    extra_args: tuple[str, ...] = attrs.field(default=(), converter=_strings)
 
     @property
     def clustered(self) -> bool:
@@ -114,8 +120,16 @@ class ServerSpec:
 
     def argv(self) -> list[str]:
         """The command line, binary first."""
-        args = [self.binary, "-a", self.host, "-p", str(self.port), "-js", "-sd",
-                str(self.store_dir)]
+        args = [
+            self.binary,
+            "-a",
+            self.host,
+            "-p",
+            str(self.port),
+            "-js",
+            "-sd",
+            str(self.store_dir),
+        ]
         if self.name:
             args += ["--server_name", self.name]
         if self.monitor_port is not None:
@@ -220,8 +234,10 @@ def start_failure(
     if (match := _IN_USE.search(fatal)) is not None:
         port = int(match.group(2))
         what = (
-            "route (cluster) port" if "router port" in fatal
-            else "monitoring port" if "monitor" in fatal
+            "route (cluster) port"
+            if "router port" in fatal
+            else "monitoring port"
+            if "monitor" in fatal
             else "client port"
         )
         return EmbeddedServerError(

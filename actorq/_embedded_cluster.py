@@ -10,13 +10,11 @@ monitoring ports are picked by the servers themselves and read from their logs.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import final
+from typing import TYPE_CHECKING, final
 
 import trio
 
@@ -34,6 +32,10 @@ from ._embedded_base import (
     meta_leader_name,
 )
 from ._errors import EmbeddedServerError
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import AsyncIterator, Sequence
 
 DEFAULT_CLUSTER_READY_TIMEOUT = 30.0
 _POLL_INTERVAL = 0.05
@@ -122,37 +124,38 @@ class EmbeddedCluster:
         await self._servers[index].restart()
         await self.wait_ready()
 
-    async def wait_ready(self, timeout: float | None = None) -> None:
+    async def wait_ready(self) -> None:
         """Wait until the running nodes agree on a JetStream meta leader that is one of them
         and sees the others as current peers (with every node up, a stream with one replica
         per node can then be created at once).
 
         This covers the meta group only: a stream or consumer whose leader was lost elects a
-        new one on its own schedule (seconds), and clients retry meanwhile.
+        new one on its own schedule (seconds), and clients retry meanwhile. Bounded by the
+        cluster's ``ready_timeout``; wrap it in ``trio.move_on_after`` for a shorter bound.
 
         Raises:
-            EmbeddedServerError: not ready within ``timeout`` (default: the cluster's ready
-                timeout); the message says what was missing.
+            EmbeddedServerError: not ready within the ready timeout; the message says what
+                was missing.
         """
-        limit = self._ready_timeout if timeout is None else timeout
-        reason = "no node is running"
-        with trio.move_on_after(limit):
+        reason: str | None = "no node is running"
+        with trio.move_on_after(self._ready_timeout):
             while True:
                 ports = [s.monitor_port for s in self._servers if s.running]
                 if ports:
                     reason = await trio.to_thread.run_sync(
-                        cluster_unready_reason,
-                        self._servers[0].host,
+                        self._unready_reason,
                         [port for port in ports if port is not None],
-                        len(self._servers),
                         abandon_on_cancel=True,
-                    ) or ""
-                    if not reason:
+                    )
+                    if reason is None:
                         return
                 await trio.sleep(_POLL_INTERVAL)
         raise EmbeddedServerError(
-            f"cluster {self._name} was not ready within {limit:g}s: {reason}"
+            f"cluster {self._name} was not ready within {self._ready_timeout:g}s: {reason}"
         )
+
+    def _unready_reason(self, monitor_ports: list[int]) -> str | None:
+        return cluster_unready_reason(self._servers[0].host, monitor_ports, len(self._servers))
 
 
 async def _stop_all(servers: Sequence[EmbeddedServer]) -> None:

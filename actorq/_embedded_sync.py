@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
-from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
-from pathlib import Path
-from typing import Any, Generic, TypeVar, final
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
 import trio
 
 from ._embedded import EmbeddedServer, start_server
 from ._embedded_cluster import EmbeddedCluster, start_cluster
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterator
+    from pathlib import Path
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -54,7 +56,8 @@ class _Portal(Generic[T]):
 
     def call(self, afn: Callable[..., Awaitable[R]], *args: Any) -> R:
         """Run ``afn(*args)`` in the portal's loop and block for its outcome."""
-        assert self._token is not None and self._calls is not None
+        assert self._token is not None
+        assert self._calls is not None
         done: concurrent.futures.Future[R] = concurrent.futures.Future()
         calls = self._calls
 
@@ -196,9 +199,9 @@ class SyncCluster:
         """Start node ``index`` again and wait until it has rejoined."""
         self._portal.call(self._cluster.restart, index)
 
-    def wait_ready(self, timeout: float | None = None) -> None:
+    def wait_ready(self) -> None:
         """Wait until the running nodes have one meta leader that sees them all current."""
-        self._portal.call(self._cluster.wait_ready, timeout)
+        self._portal.call(self._cluster.wait_ready)
 
 
 @contextmanager

@@ -26,8 +26,8 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -40,6 +40,9 @@ from ._embedded_base import (
     start_failure,
 )
 from ._errors import EmbeddedServerError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 DEFAULT_DIRECTORY = ".actorq"
 _RECORD = "server.json"

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from actorq._embedded_sync import SyncCluster, SyncServer, run_cluster, run_server
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 # These fixtures run actorq's own embedded-server code (`actorq._embedded`) in a background
 # trio loop, so the tests exercise the same start, readiness and shutdown that users get.
@@ -53,4 +56,3 @@ def namespace(request: pytest.FixtureRequest) -> str:
     """A name unique to this test, for streams, consumers and buckets on the shared server."""
     base = re.sub(r"[^A-Za-z0-9]", "", request.node.name)[:24].lower() or "t"
     return f"{base}{next(_namespaces)}"
-

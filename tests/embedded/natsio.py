@@ -7,11 +7,13 @@ actorq's broker, so a broker bug cannot hide a server bug (or the other way roun
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats
 import trio
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
 
 T = TypeVar("T")
 
@@ -25,8 +27,14 @@ async def in_asyncio(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any)
     return await trio.to_thread.run_sync(run)
 
 
-async def put(servers: Sequence[str], stream: str, payloads: Sequence[bytes], *,
-              replicas: int = 1, **options: Any) -> int:
+async def put(
+    servers: Sequence[str],
+    stream: str,
+    payloads: Sequence[bytes],
+    *,
+    replicas: int = 1,
+    **options: Any,
+) -> int:
     """Create ``stream`` (subjects ``<stream>.>``) if needed and publish; returns the last
     sequence."""
     nc = await nats.connect(servers=list(servers), connect_timeout=2, **options)

@@ -6,7 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
@@ -15,6 +15,9 @@ from click.testing import CliRunner
 from actorq._cli import cli
 from actorq._embedded_base import probe_nats
 from actorq._local_node import stop_local_node
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +81,8 @@ def test_a_taken_port_is_one_clear_error_line() -> None:
 
 def test_bad_input_is_refused_without_a_traceback() -> None:
     result = CliRunner().invoke(cli, ["server", "--cluster", "1"])
-    assert result.exit_code == 2 and "1 is not in the range x>=2" in result.output
+    assert result.exit_code == 2
+    assert "1 is not in the range x>=2" in result.output
     result = CliRunner().invoke(cli, ["server", "--port", "4222", "status"])
     assert result.exit_code == 2
     assert "--port is for the foreground server, not for `actorq server status`" in result.output
@@ -97,13 +101,16 @@ def test_start_status_stop_manage_the_local_node(tmp_path: Path) -> None:
         assert "started the local node" in started.stderr
 
         again = runner.invoke(cli, ["server", "start", "--dir", str(directory)])
-        assert again.stdout.strip() == url and "already running" in again.stderr
+        assert again.stdout.strip() == url
+        assert "already running" in again.stderr
 
         status = runner.invoke(cli, ["server", "status", "--dir", str(directory)])
-        assert status.exit_code == 0 and status.stdout.startswith(url)
+        assert status.exit_code == 0
+        assert status.stdout.startswith(url)
 
         stopped = runner.invoke(cli, ["server", "stop", "--dir", str(directory)])
-        assert stopped.exit_code == 0 and "stopped the local node" in stopped.stdout
+        assert stopped.exit_code == 0
+        assert "stopped the local node" in stopped.stdout
         assert probe_nats(*host_port(url), timeout=0.5) is None
         assert runner.invoke(cli, ["server", "status", "--dir", str(directory)]).exit_code == 1
     finally:

@@ -28,7 +28,8 @@ def pid_exists(pid: int | None) -> bool:
 async def test_three_nodes_take_an_r3_stream_at_once_and_a_killed_node_rejoins() -> None:
     with trio.fail_after(25):
         async with actorq.start_cluster(3) as cluster:
-            assert len(cluster.urls) == 3 and cluster.url == ",".join(cluster.urls)
+            assert len(cluster.urls) == 3
+            assert cluster.url == ",".join(cluster.urls)
             assert [server.name for server in cluster.servers] == ["n1", "n2", "n3"]
             # Ready means a meta leader that sees every peer: an R3 stream works right away.
             await in_asyncio(put, cluster.urls, "HA", [b"1", b"2"], replicas=3)
@@ -38,18 +39,19 @@ async def test_three_nodes_take_an_r3_stream_at_once_and_a_killed_node_rejoins()
             meta = await cluster.meta_leader()
             leader = await in_asyncio(stream_leader, cluster.urls, "HA")
             victim = next(
-                i for i, server in enumerate(cluster.servers)
-                if i != meta and server.name != leader
+                i for i, server in enumerate(cluster.servers) if i != meta and server.name != leader
             )
             killed = cluster.servers[victim]
             old_pid = killed.pid
             await cluster.kill(victim)
-            assert not pid_exists(old_pid) and not killed.running
+            assert not pid_exists(old_pid)
+            assert not killed.running
             await cluster.wait_ready()  # the survivors keep their meta leader
             assert await in_asyncio(put, cluster.urls, "HA", [b"3"], replicas=3) == 3
 
             await cluster.restart(victim)
-            assert killed.running and killed.pid != old_pid
+            assert killed.running
+            assert killed.pid != old_pid
             # The restarted node rejoined with its store and serves the replicated stream.
             assert await in_asyncio(count, [killed.url], "HA") == 3
             pids = [server.pid for server in cluster.servers]

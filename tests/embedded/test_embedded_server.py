@@ -46,10 +46,12 @@ async def test_a_node_answers_a_client_and_stops_when_its_block_is_cancelled() -
         with trio.CancelScope() as scope:
             async with actorq.start_server(name="solo") as server:
                 pid, store = server.pid, server.store_dir
-                assert pid is not None and pid_exists(pid)
+                assert pid is not None
+                assert pid_exists(pid)
                 assert server.url == f"nats://127.0.0.1:{server.port}"
                 answer = await info(server)
-                assert answer is not None and answer["server_name"] == "solo"
+                assert answer is not None
+                assert answer["server_name"] == "solo"
                 assert answer["jetstream"] is True
                 assert await in_asyncio(put, [server.url], "SOLO", [b"a", b"b"]) == 2
                 scope.cancel()
@@ -57,6 +59,7 @@ async def test_a_node_answers_a_client_and_stops_when_its_block_is_cancelled() -
         assert scope.cancelled_caught
         # Stopped under the shield although cancelled: the process is reaped, nothing is
         # left, and the temporary store is gone.
+        assert pid is not None
         assert not pid_exists(pid)
         assert not store.exists()
 
@@ -139,10 +142,13 @@ async def test_kill_then_restart_comes_back_on_the_same_port_with_its_store() ->
             first_pid, port = server.pid, server.port
             await server.kill()
             assert not server.running
-            assert first_pid is not None and not pid_exists(first_pid)
+            assert first_pid is not None
+            assert not pid_exists(first_pid)
             assert await info(server) is None
             await server.restart()
-            assert server.running and server.pid != first_pid and server.port == port
+            assert server.running
+            assert server.pid != first_pid
+            assert server.port == port
             assert await in_asyncio(count, [server.url], "KEPT") == 3
 
 
@@ -151,7 +157,8 @@ async def test_monitoring_and_token_auth_pass_through() -> None:
         async with actorq.start_server(monitor_port=0, token="s3cret") as server:
             assert server.monitor_port is not None
             answer = await info(server)
-            assert answer is not None and answer["auth_required"] is True
+            assert answer is not None
+            assert answer["auth_required"] is True
             assert await in_asyncio(put, [server.url], "AUTH", [b"x"], token="s3cret") == 1
 
 
@@ -169,14 +176,17 @@ def test_bad_arguments_are_refused_before_anything_starts() -> None:
 def test_the_sync_twin_runs_the_same_server_from_plain_code() -> None:
     with run_server(name="twin") as server:
         answer = probe_nats("127.0.0.1", server.port)
-        assert answer is not None and answer["server_name"] == "twin"
+        assert answer is not None
+        assert answer["server_name"] == "twin"
         pid = server.pid
         server.kill()
-        assert pid is not None and not pid_exists(pid)
+        assert pid is not None
+        assert not pid_exists(pid)
         server.restart()
         assert probe_nats("127.0.0.1", server.port) is not None
         pid = server.pid
-    assert pid is not None and not pid_exists(pid)
+    assert pid is not None
+    assert not pid_exists(pid)
 
 
 def test_log_scanner_waits_for_the_route_listener_of_a_clustered_node() -> None:
@@ -186,12 +196,14 @@ def test_log_scanner_waits_for_the_route_listener_of_a_clustered_node() -> None:
         "[1] 2026/01/01 00:00:00.000000 [INF] Server is ready",
     ]:
         scanner.feed(line + "\n")
-    assert scanner.client_port == 4222 and not scanner.ready
+    assert scanner.client_port == 4222
+    assert not scanner.ready
     scanner.feed(
         "[1] 2026/01/01 00:00:00.000000 [FTL] Error listening on router port: 6222 - "
         "listen tcp 127.0.0.1:6222: bind: address already in use"
     )
-    assert scanner.settled and not scanner.ready
+    assert scanner.settled
+    assert not scanner.ready
     spec = ServerSpec(binary="nats-server", store_dir=Path("/s"), cluster_port=6222)
     error = start_failure(spec, scanner, returncode=1)
     assert error.port == 6222

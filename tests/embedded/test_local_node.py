@@ -11,14 +11,17 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from natsio import count, put
 
 from actorq._embedded_base import probe_nats
 from actorq._local_node import ensure_local_node, read_local_node, stop_local_node
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 pytestmark = pytest.mark.integration
 
@@ -62,31 +65,39 @@ def folder(tmp_path: Path) -> Iterator[Path]:
 def test_the_first_call_starts_a_detached_node_and_the_second_reuses_it(folder: Path) -> None:
     url = ensure_local_node(folder, timeout=10)
     node = read_local_node(folder)
-    assert node is not None and node.url == url and pid_exists(node.pid)
+    assert node is not None
+    assert node.url == url
+    assert pid_exists(node.pid)
     assert json.loads((folder / "server.json").read_text())["pid"] == node.pid
     assert node.store_dir == folder.resolve() / "store"
     assert (folder / ".gitignore").read_text() == "*\n"
     info = probe_nats(node.host, node.port)
-    assert info is not None and info["server_name"] == node.name
+    assert info is not None
+    assert info["server_name"] == node.name
 
     assert ensure_local_node(folder, timeout=10) == url
     again = read_local_node(folder)
-    assert again is not None and again.pid == node.pid
+    assert again is not None
+    assert again.pid == node.pid
     assert node_processes(node.store_dir) == [node.pid]  # no second process
 
 
 def test_two_processes_starting_at_once_meet_on_one_node(folder: Path) -> None:
-    script = "import sys; from actorq._local_node import ensure_local_node as e; print(e(sys.argv[1]))"
+    script = (
+        "import sys; from actorq._local_node import ensure_local_node as e; print(e(sys.argv[1]))"
+    )
     starters = [
-        subprocess.Popen([sys.executable, "-c", script, str(folder)], stdout=subprocess.PIPE,
-                         text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(folder)], stdout=subprocess.PIPE, text=True
+        )
         for _ in range(2)
     ]
     urls = [starter.communicate(timeout=20)[0].strip() for starter in starters]
     assert all(starter.returncode == 0 for starter in starters)
     assert urls[0] == urls[1] != ""
     node = read_local_node(folder)
-    assert node is not None and node.url == urls[0]
+    assert node is not None
+    assert node.url == urls[0]
     assert node_processes(node.store_dir) == [node.pid]
 
 
@@ -94,13 +105,15 @@ def test_a_restart_keeps_the_store(folder: Path) -> None:
     url = ensure_local_node(folder, timeout=10)
     asyncio.run(put([url], "QUEUED", [b"a", b"b"]))
     first = stop_local_node(folder)
-    assert first is not None and not pid_exists(first.pid)
+    assert first is not None
+    assert not pid_exists(first.pid)
     assert read_local_node(folder) is None
     assert probe_nats(first.host, first.port, timeout=0.5) is None
 
     url = ensure_local_node(folder, timeout=10)
     second = read_local_node(folder)
-    assert second is not None and second.pid != first.pid
+    assert second is not None
+    assert second.pid != first.pid
     assert asyncio.run(count([url], "QUEUED")) == 2
 
 
@@ -111,7 +124,8 @@ def test_a_crashed_node_is_replaced_on_its_old_port(folder: Path) -> None:
     os.kill(crashed.pid, signal.SIGKILL)
     url = ensure_local_node(folder, timeout=10)
     replacement = read_local_node(folder)
-    assert replacement is not None and replacement.pid != crashed.pid
+    assert replacement is not None
+    assert replacement.pid != crashed.pid
     # The old port was free again, so the URL a client may have cached still works.
     assert url == crashed.url
 
