@@ -11,9 +11,10 @@ ack waits, nak delays, TTLs and schedules in milliseconds. `MemoryBroker.disconn
 `MemoryBroker.reconnect` simulate a lost connection for the layers above.
 
 The work is split by job: `_memory_stream` (storage, limits, expiry, schedules),
-`_memory_headers` (what publish headers ask for), `_memory_consumer` (deliveries and acks),
-`_memory_subscriptions` (receiving ends), `_memory_kv` (buckets), `_memory_time` (the clock);
-this module is the `Broker` surface: lookups, validation, the connection, the registry.
+`_memory_headers` (what publish headers ask for), `_memory_config` (what configs the server
+accepts), `_memory_consumer` (deliveries and acks), `_memory_subscriptions` (receiving ends),
+`_memory_kv` (buckets), `_memory_time` (the clock); this module is the `Broker` surface:
+lookups, the connection and the registry.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ import attrs
 import trio
 from trio_util import AsyncValue
 
-from .._errors import BrokerError, NotConnected, NotFound, PublishFailed
+from .._errors import NotConnected, NotFound, PublishFailed
 from . import _subjects
+from ._memory_config import check_consumer, check_stream, check_stream_update
 from ._memory_consumer import AckToken, MemConsumer, PullRequest
 from ._memory_headers import Refused, SequenceMismatch
 from ._memory_kv import MemoryKv
@@ -38,11 +40,9 @@ from ._protocol import (
     ConsumerConfig,
     ConsumerInfo,
     CoreMessage,
-    DeliverPolicy,
     Delivery,
     Message,
     PubAck,
-    Retention,
     StoredMessage,
     StreamConfig,
     StreamInfo,
@@ -170,37 +170,12 @@ class MemoryBroker(MemoryKv):
         await trio.lowlevel.checkpoint()
 
     def _ensure_stream(self, config: StreamConfig, *, marker_ttl: float | None = None) -> None:
-        name = _subjects.check_name(config.name, "stream")
-        if not config.subjects:
-            config = attrs.evolve(config, subjects=(name,))
-        for subject in config.subjects:
-            _subjects.check_filter(subject, f"subject of stream {name!r}")
-        for index, subject in enumerate(config.subjects):
-            for other in config.subjects[index + 1 :]:
-                if _subjects.collide(subject, other):
-                    raise BrokerError(f"stream {name!r}: subject {subject!r} overlaps {other!r}")
-        for neighbour in self._streams.values():
-            theirs = neighbour.config.subjects
-            if neighbour.config.name != name and any(
-                _subjects.collide(a, b) for a in config.subjects for b in theirs
-            ):
-                raise BrokerError(
-                    f"stream {name!r}: subjects {list(config.subjects)} overlap with those of"
-                    f" stream {neighbour.config.name!r} {list(theirs)}"
-                )
-        if config.duplicate_window < 0:
-            raise BrokerError(f"stream {name!r}: duplicate_window can not be negative")
-        existing = self._streams.get(name)
+        config = check_stream(config, (s.config for s in self._streams.values()))
+        existing = self._streams.get(config.name)
         if existing is None:
-            self._streams[name] = MemStream(self._engine, config, marker_ttl=marker_ttl)
+            self._streams[config.name] = MemStream(self._engine, config, marker_ttl=marker_ttl)
             return
-        old = existing.config
-        if (old.retention is Retention.WORK_QUEUE) != (config.retention is Retention.WORK_QUEUE):
-            raise BrokerError(f"stream {name!r}: retention can not change to/from work queue")
-        if old.storage is not config.storage:
-            raise BrokerError(f"stream {name!r}: storage type can not change")
-        if old.allow_msg_schedules and not config.allow_msg_schedules:
-            raise BrokerError(f"stream {name!r}: message schedules can not be disabled")
+        check_stream_update(existing.config, config)
         existing.marker_ttl = marker_ttl
         existing.reconfigure(config)
 
@@ -245,42 +220,14 @@ class MemoryBroker(MemoryKv):
     async def ensure_consumer(self, stream: str, config: ConsumerConfig) -> None:
         self._ready()
         target = self._stream(stream)
-        name = _subjects.check_name(config.name, "consumer")
-        filters = config.filter_subjects
-        for subject in filters:
-            _subjects.check_filter(subject, f"filter subject of consumer {name!r}")
-        for index, subject in enumerate(filters):
-            if any(_subjects.collide(subject, other) for other in filters[index + 1 :]):
-                raise BrokerError(f"consumer {name!r}: subject filters can not overlap")
-        if config.ack_wait <= 0:
-            raise ValueError(f"consumer {name!r}: ack_wait must be positive")
-        existing = target.consumers.get(name)
-        if target.config.retention is Retention.WORK_QUEUE:
-            self._check_work_queue_consumer(target, config)
+        existing = target.consumers.get(config.name)
+        others = (c.config for c in target.consumers.values())
+        check_consumer(target.config, config, existing.config if existing else None, others)
         if existing is None:
-            target.consumers[name] = MemConsumer(target, config)
+            target.consumers[config.name] = MemConsumer(target, config)
         elif existing.config != config:
-            if existing.config.deliver_policy is not config.deliver_policy:
-                raise BrokerError(f"consumer {name!r}: deliver policy can not be updated")
             existing.reconfigure(config)
         await trio.lowlevel.checkpoint()
-
-    @staticmethod
-    def _check_work_queue_consumer(stream: MemStream, config: ConsumerConfig) -> None:
-        where = f"consumer {config.name!r} on work-queue stream {stream.config.name!r}"
-        if config.deliver_policy is not DeliverPolicy.ALL:
-            raise BrokerError(f"{where}: a work-queue consumer must deliver all")
-        others = [c for c in stream.consumers.values() if c.name != config.name]
-        if others and not config.filter_subjects:
-            raise BrokerError(f"{where}: multiple non-filtered consumers not allowed")
-        for other in others:
-            mine = config.filter_subjects or (">",)
-            theirs = other.config.filter_subjects or (">",)
-            if any(_subjects.collide(a, b) for a in mine for b in theirs):
-                raise BrokerError(
-                    f"{where}: filtered consumer not unique (its filters {list(mine)} overlap"
-                    f" those of consumer {other.name!r} {list(theirs)})"
-                )
 
     async def consumer_info(self, stream: str, name: str) -> ConsumerInfo:
         self._ready()
