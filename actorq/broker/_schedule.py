@@ -38,18 +38,6 @@ from typing import Literal
 
 import attrs
 
-__all__ = [
-    "InvalidSchedule",
-    "InvalidTimeZone",
-    "Schedule",
-    "format_rfc3339",
-    "load_time_zone",
-    "parse_go_duration",
-    "parse_rfc3339",
-    "parse_schedule",
-    "parse_ttl",
-]
-
 ALIASES = {
     "@yearly": "0 0 0 1 1 *",
     "@annually": "0 0 0 1 1 *",
@@ -76,16 +64,8 @@ class InvalidTimeZone(InvalidSchedule):
 
 # --- Go durations, RFC 3339 times, TTLs -----------------------------------------------------
 
-_UNITS = {
-    "ns": 1,
-    "us": 10**3,
-    "µs": 10**3,
-    "μs": 10**3,
-    "ms": 10**6,
-    "s": 10**9,
-    "m": 60 * 10**9,
-    "h": 3600 * 10**9,
-}
+_UNITS = dict(ns=1, us=10**3, ms=10**6, s=10**9, m=60 * 10**9, h=3600 * 10**9)
+_UNITS.update({"µs": 10**3, "μs": 10**3})  # micro sign and Greek mu, as Go accepts both
 _DURATION_PART = re.compile(r"(\d*)(?:\.(\d*))?([^\d.]*)")
 
 
