@@ -378,3 +378,17 @@ def meta_leader_name(host: str, monitor_port: int) -> str | None:
         return None
     leader = ((jsz or {}).get("meta_cluster") or {}).get("leader")
     return leader if isinstance(leader, str) and leader else None
+
+
+def stream_detail(host: str, monitor_port: int, stream: str) -> dict[str, Any] | None:
+    """What the node on ``monitor_port`` reports about its replica of ``stream`` (``/jsz``
+    stream detail: ``state``, ``cluster`` with the leader's name), or None. Blocking."""
+    try:
+        _, jsz = http_json(host, monitor_port, "/jsz?streams=true")
+    except OSError:
+        return None
+    for account in (jsz or {}).get("account_details") or []:
+        for detail in account.get("stream_detail") or []:
+            if detail.get("name") == stream:
+                return detail if isinstance(detail, dict) else None
+    return None

@@ -30,6 +30,7 @@ from ._embedded_base import (
     find_binary,
     free_ports,
     meta_leader_name,
+    stream_detail,
 )
 from ._errors import EmbeddedServerError
 
@@ -100,6 +101,20 @@ class EmbeddedCluster:
                 if name is not None:
                     names = [candidate.name for candidate in self._servers]
                     return names.index(name) if name in names else None
+        return None
+
+    async def stream_leader(self, stream: str) -> int | None:
+        """The index of the node leading ``stream``'s replica group (as the first running node
+        that knows it reports it), or None. For fault tests that kill a stream's leader."""
+        names = [server.name for server in self._servers]
+        for server in self._servers:
+            if server.running and server.monitor_port is not None:
+                detail = await trio.to_thread.run_sync(
+                    stream_detail, server.host, server.monitor_port, stream, abandon_on_cancel=True
+                )
+                leader = ((detail or {}).get("cluster") or {}).get("leader")
+                if leader in names:
+                    return names.index(leader)
         return None
 
     async def kill(self, index: int) -> None:

@@ -191,6 +191,14 @@ class SyncCluster:
         """The async handle (usable only from the portal's own loop)."""
         return self._cluster
 
+    def meta_leader(self) -> int | None:
+        """The index of the JetStream meta leader, or None."""
+        return self._portal.call(self._cluster.meta_leader)
+
+    def stream_leader(self, stream: str) -> int | None:
+        """The index of the node leading ``stream``, or None."""
+        return self._portal.call(self._cluster.stream_leader, stream)
+
     def kill(self, index: int) -> None:
         """SIGKILL node ``index`` and wait for it to exit."""
         self._portal.call(self._cluster.kill, index)
