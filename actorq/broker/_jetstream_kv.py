@@ -1,0 +1,359 @@
+"""Key-value buckets on JetStream (loop side of the Bridge).
+
+A bucket is a stream ``KV_<bucket>`` with subjects ``$KV.<bucket>.>``, one subject per key,
+laid out exactly as NATS's own KV clients expect (so ``nats kv`` and other languages read the
+same buckets). Writes are publishes with JetStream headers: ``Nats-Expected-Last-Subject-
+Sequence`` for compare-and-set, ``KV-Operation: DEL|PURGE`` (+ ``Nats-Rollup: sub``) for
+deletes and purges, ``Nats-TTL`` for per-key time to live. A TTL write with an expected
+sequence is also how a key's TTL is renewed: nats-py's ``kv.update`` sends no TTL, so it
+does not restart one (measured).
+
+Reads use direct get. Expired keys leave a server-placed marker (``Nats-Marker-Reason``) when
+the bucket allows per-key TTL; like delete and purge markers, it reads as "no live value".
+Watches run an ordered push consumer (nats-py's) and emit `CaughtUp` once the values that
+existed at the start have been delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from nats.js import api as js_api
+
+from .._errors import KeyExists, NotFound, PublishFailed, WrongRevision
+from ._jetstream_admin import Admin, ApiError, ApiNotFound, nanos
+from ._jetstream_wire import ApiPublishFailed, Wire
+from ._protocol import (
+    EXPECTED_LAST_SUBJECT_SEQUENCE,
+    ROLLUP,
+    TTL,
+    CaughtUp,
+    KvConfig,
+    KvEntry,
+    KvOperation,
+    Message,
+    PubAck,
+    WatchEvent,
+)
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+    from nats.js.client import JetStreamContext
+
+    from ..actors._bridge_loop import LoopSide
+
+KV_OPERATION = "KV-Operation"
+MARKER_REASON = "Nats-Marker-Reason"
+WRONG_LAST_SEQUENCE = (10071, 10164)
+_LAST_SEQUENCE = re.compile(r"wrong last sequence: (\d+)")
+_WATCH_INACTIVE_THRESHOLD = 300.0
+_MARKER_TTL = 1.0
+"""Seconds an expiry marker stays in a bucket with per-key TTL (long enough for watchers)."""
+
+
+def stream_name(bucket: str) -> str:
+    return f"KV_{bucket}"
+
+
+def key_subject(bucket: str, key: str) -> str:
+    return f"$KV.{bucket}.{key}"
+
+
+def ttl_value(ttl: float) -> str:
+    """A ``Nats-TTL`` value: whole seconds as an integer, else milliseconds (Go duration)."""
+    if ttl <= 0:
+        raise ValueError(f"ttl must be positive, got {ttl!r}")
+    if float(ttl).is_integer():
+        return str(int(ttl))
+    return f"{max(int(round(ttl * 1000)), 1)}ms"
+
+
+def operation_of(headers: Any) -> KvOperation:
+    if not headers:
+        return KvOperation.PUT
+    op = headers.get(KV_OPERATION)
+    if op == "DEL":
+        return KvOperation.DELETE
+    if op == "PURGE":
+        return KvOperation.PURGE
+    reason = headers.get(MARKER_REASON)
+    if reason is not None:
+        # Server-placed markers: expiry (MaxAge), purge, or removal.
+        return KvOperation.DELETE if reason == "Remove" else KvOperation.PURGE
+    return KvOperation.PUT
+
+
+class Kv:
+    """KV operations for one connection."""
+
+    def __init__(self, side: LoopSide, admin: Admin, wire: Wire) -> None:
+        self.side = side
+        self.admin = admin
+        self.wire = wire
+        self.js: JetStreamContext = side.nc.jetstream(timeout=admin.timeout)
+
+    # --- buckets --------------------------------------------------------------------
+
+    async def ensure_kv(self, config: KvConfig) -> None:
+        duplicate_window = 120.0
+        if config.max_age is not None:
+            duplicate_window = min(duplicate_window, config.max_age)
+        body: dict[str, Any] = {
+            "name": stream_name(config.bucket),
+            "subjects": [f"$KV.{config.bucket}.>"],
+            "retention": "limits",
+            "storage": config.storage.value,
+            "num_replicas": config.replicas,
+            "max_msgs_per_subject": config.history,
+            "max_age": nanos(config.max_age),
+            "max_msgs": -1,
+            "max_bytes": -1,
+            "max_msg_size": -1,
+            "max_consumers": -1,
+            "discard": "new",
+            "duplicate_window": nanos(duplicate_window),
+            "allow_rollup_hdrs": True,
+            "deny_delete": True,
+            "allow_direct": True,
+        }
+        if config.allow_per_key_ttl:
+            body["allow_msg_ttl"] = True
+            # Expiry leaves a short-lived marker, so watchers see a key expire.
+            body["subject_delete_marker_ttl"] = nanos(_MARKER_TTL)
+        name = stream_name(config.bucket)
+        what = f"KV bucket {config.bucket!r}"
+        try:
+            await self.admin.api(f"$JS.API.STREAM.CREATE.{name}", body, f"create {what}")
+        except ApiError as exc:
+            if exc.err_code != 10058:
+                raise
+            await self.admin.api(f"$JS.API.STREAM.UPDATE.{name}", body, f"update {what}")
+
+    async def delete_kv(self, bucket: str) -> None:
+        try:
+            await self.admin.delete_stream(stream_name(bucket))
+        except ApiNotFound:
+            raise NotFound(f"no KV bucket {bucket!r}") from None
+
+    # --- reads ----------------------------------------------------------------------
+
+    async def get(self, bucket: str, key: str) -> KvEntry | None:
+        try:
+            stored = await self.admin.get(
+                stream_name(bucket), {"last_by_subj": key_subject(bucket, key)}
+            )
+        except ApiNotFound:
+            raise NotFound(f"no KV bucket {bucket!r}") from None
+        if stored is None or operation_of(stored.headers) is not KvOperation.PUT:
+            return None
+        return KvEntry(bucket, key, stored.data, stored.seq, KvOperation.PUT, stored.timestamp)
+
+    async def keys(self, bucket: str) -> list[str]:
+        live: dict[str, bool] = {}
+        done = asyncio.get_running_loop().create_future()
+
+        def collect(events: list[WatchEvent]) -> None:
+            for event in events:
+                if isinstance(event, CaughtUp):
+                    if not done.done():
+                        done.set_result(None)
+                else:
+                    live[event.key] = event.operation is KvOperation.PUT
+
+        watch = Watch(self, bucket, ">", collect, _raise_in_loop, headers_only=True)
+        await watch.open()
+        try:
+            await done
+        finally:
+            await watch.close()
+        return sorted(key for key, alive in live.items() if alive)
+
+    # --- writes ---------------------------------------------------------------------
+
+    async def _write(self, bucket: str, key: str, value: bytes, headers: dict[str, str]) -> int:
+        [result] = await self.wire.publish_many([Message(key_subject(bucket, key), value, headers)])
+        if isinstance(result, PubAck):
+            return result.seq
+        if "no stream listens" in str(result):
+            raise NotFound(f"no KV bucket {bucket!r}")
+        raise result
+
+    async def put(self, bucket: str, key: str, value: bytes, ttl: float | None) -> int:
+        headers = {TTL: ttl_value(ttl)} if ttl is not None else {}
+        return await self._write(bucket, key, value, headers)
+
+    async def create(self, bucket: str, key: str, value: bytes, ttl: float | None) -> int:
+        headers = {EXPECTED_LAST_SUBJECT_SEQUENCE: "0"}
+        if ttl is not None:
+            headers[TTL] = ttl_value(ttl)
+        for _ in range(5):
+            try:
+                return await self._write(bucket, key, value, headers)
+            except ApiPublishFailed as exc:
+                if exc.err_code not in WRONG_LAST_SEQUENCE:
+                    raise
+            # Something is stored under the key: a live value, or a delete/expiry marker
+            # that a create may replace (expecting the marker's revision).
+            latest = await self.admin.get(
+                stream_name(bucket), {"last_by_subj": key_subject(bucket, key)}
+            )
+            if latest is not None and operation_of(latest.headers) is KvOperation.PUT:
+                raise KeyExists(
+                    f"key {key!r} already exists in KV bucket {bucket!r} "
+                    f"(revision {latest.seq})"
+                )
+            headers[EXPECTED_LAST_SUBJECT_SEQUENCE] = str(latest.seq if latest else 0)
+        raise KeyExists(f"key {key!r} in KV bucket {bucket!r} kept changing during create")
+
+    async def update(
+        self, bucket: str, key: str, value: bytes, revision: int, ttl: float | None
+    ) -> int:
+        headers = {EXPECTED_LAST_SUBJECT_SEQUENCE: str(revision)}
+        if ttl is not None:
+            headers[TTL] = ttl_value(ttl)
+        try:
+            return await self._write(bucket, key, value, headers)
+        except ApiPublishFailed as exc:
+            raise _wrong_revision(exc, bucket, key, revision) from None
+
+    async def delete(self, bucket: str, key: str, revision: int | None) -> None:
+        headers = {KV_OPERATION: "DEL"}
+        if revision is not None:
+            headers[EXPECTED_LAST_SUBJECT_SEQUENCE] = str(revision)
+        try:
+            await self._write(bucket, key, b"", headers)
+        except ApiPublishFailed as exc:
+            raise _wrong_revision(exc, bucket, key, revision) from None
+
+    async def purge(self, bucket: str, key: str) -> None:
+        await self._write(bucket, key, b"", {KV_OPERATION: "PURGE", ROLLUP: "sub"})
+
+
+def _wrong_revision(
+    exc: ApiPublishFailed, bucket: str, key: str, revision: int | None
+) -> PublishFailed:
+    if exc.err_code not in WRONG_LAST_SEQUENCE:
+        return exc
+    latest = _LAST_SEQUENCE.search(str(exc))
+    now = f"; the latest is {latest.group(1)}" if latest else ""
+    return WrongRevision(
+        f"KV bucket {bucket!r} key {key!r}: revision {revision} is not the latest{now}"
+    )  # type: ignore[return-value]
+
+
+def _raise_in_loop(error: BaseException) -> None:
+    raise error
+
+
+class Watch:
+    """One KV watch: an ordered push consumer whose entries go to ``emit`` in batches.
+
+    ``emit`` and ``fail`` run where the caller wants them: the trio side passes functions that
+    `LoopSide.post` carries over; `Kv.keys` passes loop-side ones directly.
+    """
+
+    def __init__(
+        self,
+        kv: Kv,
+        bucket: str,
+        key: str,
+        emit: Callable[[list[WatchEvent]], None],
+        fail: Callable[[BaseException], None],
+        *,
+        include_history: bool = False,
+        updates_only: bool = False,
+        headers_only: bool = False,
+        post: Callable[..., None] | None = None,
+    ) -> None:
+        self.kv = kv
+        self.bucket = bucket
+        self.key = key
+        self._emit = emit
+        self._fail = fail
+        self._post = post
+        self.include_history = include_history
+        self.updates_only = updates_only
+        self.headers_only = headers_only
+        self._prefix = f"$KV.{bucket}."
+        self._buffer: list[WatchEvent] = []
+        self._caught_up = False
+        self._ready: asyncio.Future[None] | None = None  # created on the loop, in open()
+        self._sub: Any = None
+
+    async def open(self) -> None:
+        self._ready = asyncio.get_running_loop().create_future()
+        if self.updates_only:
+            policy = js_api.DeliverPolicy.NEW
+        elif self.include_history:
+            policy = js_api.DeliverPolicy.ALL
+        else:
+            policy = js_api.DeliverPolicy.LAST_PER_SUBJECT
+        try:
+            self._sub = await self.kv.js.subscribe(
+                key_subject(self.bucket, self.key),
+                stream=stream_name(self.bucket),
+                cb=self._on_message,
+                ordered_consumer=True,
+                deliver_policy=policy,
+                headers_only=self.headers_only,
+                inactive_threshold=_WATCH_INACTIVE_THRESHOLD,
+            )
+            if self.updates_only:
+                self._catch_up()
+            else:
+                info = await self._sub.consumer_info()
+                if info.num_pending == 0 and info.delivered.consumer_seq == 0:
+                    self._catch_up()
+        except Exception as exc:
+            if "stream not found" in str(exc).lower():
+                raise NotFound(f"no KV bucket {self.bucket!r}") from None
+            raise
+        finally:
+            self._ready.set_result(None)
+
+    async def _on_message(self, msg: Msg) -> None:
+        if self._ready is not None and not self._ready.done():
+            await self._ready  # entries may race the consumer-info answer: keep them in order
+        meta = msg.metadata
+        timestamp = meta.timestamp.timestamp() if meta.timestamp else 0.0
+        self._add(
+            KvEntry(
+                self.bucket,
+                msg.subject[len(self._prefix) :],
+                msg.data if not self.headers_only else b"",
+                meta.sequence.stream,
+                operation_of(msg.headers),
+                timestamp,
+            )
+        )
+        if not self._caught_up and meta.num_pending == 0:
+            self._catch_up()
+
+    def _catch_up(self) -> None:
+        if not self._caught_up:
+            self._caught_up = True
+            self._add(CaughtUp())
+
+    def _add(self, event: WatchEvent) -> None:
+        self._buffer.append(event)
+        if len(self._buffer) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        events, self._buffer = self._buffer, []
+        if not events:
+            return
+        if self._post is not None:
+            self._post(self._emit, events)
+        else:
+            self._emit(events)
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception:  # noqa: BLE001 - closing: the interest goes with the connection
+                pass

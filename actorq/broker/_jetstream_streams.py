@@ -1,0 +1,156 @@
+"""Trio-side receivers for what the Bridge's loop pushes: deliveries, watch events, messages.
+
+The loop side hands over whole batches through the Bridge's ``post``; these objects collect
+them on the trio thread and wake the one waiting receiver. No trio task runs per item, and
+receiving a batch that is already there costs one checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import trio
+
+from ._protocol import Delivery
+
+T = TypeVar("T")
+
+
+class EventStream(Generic[T]):
+    """An unbounded queue of items posted from the loop, read one at a time by trio.
+
+    It is its own async iterator; ``aclose`` exists so ``contextlib.aclosing`` works on it.
+    """
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._items: deque[T] = deque()
+        self._lot = trio.lowlevel.ParkingLot()
+        self._error: BaseException | None = None
+        self._closed = False
+
+    def push(self, batch: list[T]) -> None:
+        """Trio thread (via the Bridge's post): append a batch and wake the reader."""
+        if self._closed:
+            return
+        self._items.extend(batch)
+        self._lot.unpark_all()
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+        self._lot.unpark_all()
+
+    def close(self) -> None:
+        self._closed = True
+        self._lot.unpark_all()
+
+    def __aiter__(self) -> EventStream[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        while not self._items:
+            if self._error is not None:
+                raise self._error
+            if self._closed:
+                raise StopAsyncIteration
+            await self._lot.park()
+        await trio.lowlevel.checkpoint()
+        if not self._items:  # pragma: no cover - only one reader is supported
+            return await self.__anext__()
+        return self._items.popleft()
+
+    async def aclose(self) -> None:
+        """Stop iterating (the subscription itself ends with its context manager)."""
+        self._closed = True
+
+
+class PullSubscription:
+    """Trio side of a credit-based pull subscription (see `Broker.pull`)."""
+
+    def __init__(
+        self,
+        stream: str,
+        consumer: str,
+        grant: Callable[[int], None],
+        give_back: Callable[[list[Delivery]], None],
+    ) -> None:
+        self.stream = stream
+        self.consumer = consumer
+        self._grant = grant
+        self._give_back = give_back
+        self._credits = 0
+        self._ready: list[Delivery] = []
+        self._lot = trio.lowlevel.ParkingLot()
+        self._error: BaseException | None = None
+        self._closed = False
+
+    def request(self, n: int) -> None:
+        """Grant ``n`` more credits. Never blocks."""
+        if n < 0:
+            raise ValueError(f"credits must be positive, got {n}")
+        if n == 0:
+            return
+        if self._closed:
+            raise trio.ClosedResourceError("the pull subscription is closed")
+        self._credits += n
+        self._grant(n)
+
+    @property
+    def credits(self) -> int:
+        """Credits granted and not yet used by a delivery."""
+        return self._credits
+
+    async def receive(self) -> list[Delivery]:
+        """Wait for the next batch of one or more deliveries.
+
+        Raises:
+            NotFound: the consumer (or its stream) was deleted.
+            trio.ClosedResourceError: the subscription is closed.
+        """
+        while not self._ready:
+            if self._error is not None:
+                raise self._error
+            if self._closed:
+                raise trio.ClosedResourceError("the pull subscription is closed")
+            await self._lot.park()
+        await trio.lowlevel.checkpoint()
+        batch, self._ready = self._ready, []
+        return batch
+
+    def __aiter__(self) -> PullSubscription:
+        return self
+
+    async def __anext__(self) -> list[Delivery]:
+        try:
+            return await self.receive()
+        except trio.ClosedResourceError:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        """For ``contextlib.aclosing``; the subscription ends with its context manager."""
+
+    # --- from the loop (trio thread, via post) ---------------------------------------
+
+    def deliver(self, batch: list[Delivery]) -> None:
+        if self._closed:
+            self._give_back(batch)
+            return
+        self._credits -= len(batch)
+        if self._ready:
+            self._ready.extend(batch)
+        else:
+            self._ready = batch
+        self._lot.unpark_all()
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+        self._lot.unpark_all()
+
+    def close(self) -> list[Delivery]:
+        """Stop; returns the deliveries received here but never handed out."""
+        self._closed = True
+        self._lot.unpark_all()
+        left, self._ready = self._ready, []
+        return left

@@ -1,0 +1,406 @@
+"""The JetStream hot path, spoken over nats-py's core connection (loop side of the Bridge).
+
+nats-py's JetStream helpers (``js.publish``, ``publish_async``, ``fetch``, ``msg.ack``) cost
+about five times the raw protocol on the hot path, so publishing, pulling and acking speak
+JetStream's wire protocol here, with nats-py used only as a connection:
+
+- publish: a core publish with a reply subject under one wildcard inbox; the PubAck JSON
+  (``{"stream":..,"seq":..,"duplicate":..}`` or ``{"error":..}``) is parsed here, and a
+  window bounds the PubAcks outstanding across every caller;
+- pull: a JSON pull request (``batch``, ``expires``, ``idle_heartbeat``, in nanoseconds) to
+  ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`` with a core inbox as its reply subject;
+  deliveries arrive there with the ``$JS.ACK...`` subject as their reply, status messages
+  (100 heartbeat, 404, 408, 409, 503) without one;
+- ack: a core publish of ``+ACK``, ``-NAK`` (optionally ``{"delay": nanoseconds}``),
+  ``+WPI`` or ``+TERM`` to the delivery's ack subject. Trio queues acks on a `ReplyLane`;
+  the loop writes everything queued with one Bridge cast per batch.
+
+Publishes and acks are written as finished protocol commands into nats-py's outgoing buffer
+(`RawWriter`); nats-py's flusher task sends them, and its reconnect logic replays what was
+buffered while disconnected. Everything here runs on the Bridge's asyncio loop; what goes back
+to trio are actorq values, batched through the Bridge's ``post``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .._errors import NotFound, PublishFailed
+from ._jetstream_inbox import Inboxes
+from ._jetstream_codec import (
+    EncodeError,
+    parse_delivery,
+    parse_puback,
+    pub_command,
+    reply_command,
+)
+from ._protocol import CoreMessage, Delivery, Message, PubAck
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
+
+    from ..actors._bridge_loop import LoopSide
+
+logger = logging.getLogger("actorq.jetstream")
+
+ACK = b"+ACK"
+NAK = b"-NAK"
+PROGRESS = b"+WPI"
+TERM = b"+TERM"
+
+_STATUS = "Status"
+_DESCRIPTION = "Description"
+_NANOS = 1_000_000_000
+
+
+def next_subject(stream: str, consumer: str) -> str:
+    return f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+
+
+def nak_body(delay: float | None) -> bytes:
+    if delay is None or delay <= 0:
+        return NAK
+    return b'-NAK {"delay": %d}' % int(delay * _NANOS)
+
+
+def is_delivery(reply: str) -> bool:
+    return reply.startswith("$JS.ACK.")
+
+
+class RawWriter:
+    """Appends finished protocol commands to nats-py's outgoing buffer.
+
+    This is what ``nc.publish`` does after validating and formatting, minus the per-call
+    overhead; `_jetstream_codec` does the validation once per distinct subject and header
+    name. It relies on three attributes of nats-py's client that have been stable throughout
+    nats-py 2.x (``_pending``, ``_pending_data_size``, ``_flush_pending``); if they are
+    missing, `usable` is False and the caller falls back to ``nc.publish``.
+    """
+
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self.usable = all(
+            hasattr(nc, name) for name in ("_pending", "_pending_data_size", "_flush_pending")
+        )
+        self._kicked = False
+
+    def check_open(self) -> None:
+        if self.nc.is_closed:
+            raise PublishFailed("the NATS connection is closed")
+
+    def write(self, command: bytes) -> None:
+        nc: Any = self.nc
+        nc._pending.append(command)
+        nc._pending_data_size += len(command)
+        if not self._kicked:
+            # One flush per loop iteration, however many commands were written meanwhile.
+            self._kicked = True
+            asyncio.ensure_future(self.flush())
+
+    async def flush(self) -> None:
+        self._kicked = False
+        nc: Any = self.nc
+        force = nc._max_pending_size > 0 and nc._pending_data_size > nc._max_pending_size
+        await nc._flush_pending(force_flush=force)
+
+    def over_limit(self) -> bool:
+        nc: Any = self.nc
+        return nc._max_pending_size > 0 and nc._pending_data_size > nc._max_pending_size
+
+
+class ReplyLane:
+    """Acks and other fire-and-forget publishes from trio: trio appends ``(subject, body)``;
+    when it finds the lane idle it casts `Wire.drain_replies` once; the loop writes
+    everything queued by then. Deque appends and pops are safe across the two threads."""
+
+    __slots__ = ("items", "scheduled")
+
+    def __init__(self) -> None:
+        self.items: deque[tuple[str, bytes]] = deque()
+        self.scheduled = False
+
+
+class _Batch:
+    __slots__ = ("messages", "results", "remaining", "done")
+
+    def __init__(self, messages: Sequence[Message], done: asyncio.Future[None]) -> None:
+        self.messages = messages
+        self.results: list[PubAck | PublishFailed | None] = [None] * len(messages)
+        self.remaining = len(messages)
+        self.done = done
+
+
+class Wire:
+    """Loop-side state of the hot path for one connection."""
+
+    def __init__(self, side: LoopSide, *, window: int = 4000, ack_timeout: float = 10.0) -> None:
+        self.side = side
+        self.nc = side.nc
+        self.window = window
+        self.resume_below = max(window * 3 // 4, 1)
+        self.ack_timeout = ack_timeout
+        self.writer = RawWriter(side.nc)
+        self.inboxes = Inboxes(side.nc)
+        self.replies = ReplyLane()
+        self._prefix = ""
+        self._next_token = 0
+        self._pending: dict[str, tuple[_Batch, int]] = {}
+        self._window_waiters: list[asyncio.Future[None]] = []
+
+    async def start(self) -> None:
+        self._prefix = self.nc.new_inbox() + "."
+        await self.inboxes.subscribe(self._prefix + "*", self._on_puback)
+
+    # --- publishing -----------------------------------------------------------------
+
+    async def publish_many(self, messages: Sequence[Message]) -> list[PubAck | PublishFailed]:
+        """Publish with a reply inbox each; wait for every PubAck (or failure)."""
+        if not messages:
+            return []
+        self.writer.check_open()
+        loop = asyncio.get_running_loop()
+        batch = _Batch(messages, loop.create_future())
+        pending = self._pending
+        prefix = self._prefix
+        raw = self.writer.usable
+        write = self.writer.write
+        tokens: list[str] = []
+        try:
+            for index, message in enumerate(messages):
+                if len(pending) >= self.window:
+                    waiter = loop.create_future()
+                    self._window_waiters.append(waiter)
+                    await waiter
+                if raw and self.writer.over_limit():
+                    await self.writer.flush()
+                token = str(self._next_token)
+                self._next_token += 1
+                reply = prefix + token
+                try:
+                    if raw:
+                        if len(message.data) > self.nc.max_payload:
+                            raise EncodeError(f"payload larger than {self.nc.max_payload} bytes")
+                        write(pub_command(message.subject, reply, message.data, message.headers))
+                    else:  # pragma: no cover - only without nats-py's buffer internals
+                        await self.nc.publish(
+                            message.subject, message.data, reply, dict(message.headers) or None
+                        )
+                except Exception as exc:  # noqa: BLE001 - reported in place, per message
+                    self._settle(batch, index, _publish_error(message.subject, exc))
+                    continue
+                pending[token] = (batch, index)
+                tokens.append(token)
+            if batch.remaining:
+                try:
+                    await asyncio.wait_for(asyncio.shield(batch.done), self.ack_timeout)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            # Whatever is still unanswered (timeout, cancellation) leaves the window.
+            for token in tokens:
+                entry = pending.pop(token, None)
+                if entry is not None:
+                    subject = messages[entry[1]].subject
+                    self._settle(
+                        batch,
+                        entry[1],
+                        PublishFailed(
+                            f"publish to {subject!r}: no PubAck from the server within "
+                            f"{self.ack_timeout:g}s"
+                        ),
+                    )
+            self._open_window()
+        return batch.results  # type: ignore[return-value]
+
+    def _on_puback(
+        self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None
+    ) -> None:
+        entry = self._pending.pop(subject[len(self._prefix) :], None)
+        if entry is None:
+            return  # timed out or cancelled meanwhile
+        batch, index = entry
+        self._settle(batch, index, _puback_result(batch.messages[index].subject, data, headers))
+        if self._window_waiters and len(self._pending) < self.resume_below:
+            self._open_window()
+
+    def _settle(self, batch: _Batch, index: int, result: PubAck | PublishFailed) -> None:
+        batch.results[index] = result
+        batch.remaining -= 1
+        if batch.remaining == 0 and not batch.done.done():
+            batch.done.set_result(None)
+
+    def _open_window(self) -> None:
+        waiters, self._window_waiters = self._window_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def publish_core(self, message: Message) -> None:
+        await self.nc.publish(
+            message.subject, message.data, headers=dict(message.headers) or None
+        )
+
+    # --- acks and other fire-and-forget publishes -------------------------------------
+
+    def drain_replies(self) -> None:
+        """Cast from trio: write every queued ``(subject, body)``."""
+        lane = self.replies
+        lane.scheduled = False
+        items = lane.items
+        if self.writer.usable and not self.nc.is_closed:
+            write = self.writer.write
+            while items:
+                subject, body = items.popleft()
+                write(reply_command(subject, body))
+            return
+        while items:  # pragma: no cover - without nats-py's buffer internals, or closed
+            subject, body = items.popleft()
+            self.queue_publish(subject, body)
+
+    def queue_publish(self, subject: str, body: bytes, reply: str = "") -> None:
+        """Loop side: a fire-and-forget core publish, in order with the other writes."""
+        if self.nc.is_closed:
+            return  # an ack lost is a redelivery after ack_wait
+        if self.writer.usable:
+            self.writer.write(pub_command(subject, reply, body))
+        else:  # pragma: no cover - only without nats-py's buffer internals
+            asyncio.ensure_future(self._publish_quietly(subject, body, reply))
+
+    async def _publish_quietly(self, subject: str, body: bytes, reply: str) -> None:
+        try:
+            await self.nc.publish(subject, body, reply)
+        except Exception as exc:  # noqa: BLE001 - an ack lost is a redelivery later
+            logger.debug("publish to %s not sent: %r", subject, exc)
+
+    # --- one-shot pull --------------------------------------------------------------
+
+    async def fetch(
+        self, stream: str, consumer: str, batch: int, expires: float
+    ) -> list[Delivery]:
+        """One pull request; returns when ``batch`` arrived or the server expired it."""
+        loop = asyncio.get_running_loop()
+        got: list[Delivery] = []
+        done: asyncio.Future[BaseException | None] = loop.create_future()
+
+        def on_message(
+            subject: str, reply: str, data: bytes, headers: dict[str, str] | None
+        ) -> None:
+            if done.done():
+                if is_delivery(reply):  # raced with the end of the request: give it back
+                    self.queue_publish(reply, NAK)
+                return
+            if is_delivery(reply):
+                got.append(parse_delivery(subject, reply, data, headers))
+                if len(got) >= batch:
+                    done.set_result(None)
+                return
+            status = (headers or {}).get(_STATUS, "")
+            if status == "100":
+                return
+            description = (headers or {}).get(_DESCRIPTION, "")
+            if status == "503" or (status == "409" and "deleted" in description.lower()):
+                done.set_result(_no_consumer(stream, consumer))
+            else:  # 404 / 408 / other 409: the request is over
+                done.set_result(None)
+
+        inbox = self.nc.new_inbox()
+        sub = await self.inboxes.subscribe(inbox, on_message)
+        request = json.dumps({"batch": batch, "expires": max(int(expires * _NANOS), 1)})
+        try:
+            self.queue_publish(next_subject(stream, consumer), request.encode(), inbox)
+            try:
+                error = await asyncio.wait_for(asyncio.shield(done), expires + 5.0)
+            except asyncio.TimeoutError:
+                error = None  # the server never answered; return what arrived
+            if error is not None:
+                raise error
+        except BaseException:
+            for delivery in got:  # cancelled or failed: let these go back at once
+                self.queue_publish(delivery.token, NAK)  # type: ignore[arg-type]
+            raise
+        finally:
+            if not done.done():
+                done.set_result(None)
+            await self.inboxes.unsubscribe(sub)
+        return got
+
+
+def _no_consumer(stream: str, consumer: str) -> NotFound:
+    return NotFound(f"no consumer {consumer!r} on stream {stream!r}")
+
+
+def _publish_error(subject: str, exc: BaseException) -> PublishFailed:
+    return PublishFailed(f"publish to {subject!r} failed: {exc}")
+
+
+def _puback_result(
+    subject: str, data: bytes, headers: dict[str, str] | None
+) -> PubAck | PublishFailed:
+    if not data:
+        headers = headers or {}
+        status = headers.get(_STATUS)
+        if status == "503":
+            return PublishFailed(f"publish to {subject!r}: no stream listens on this subject")
+        return PublishFailed(
+            f"publish to {subject!r}: status {status} {headers.get(_DESCRIPTION, '')}".rstrip()
+        )
+    try:
+        answer = parse_puback(data)
+    except (ValueError, KeyError, AttributeError, IndexError):
+        return PublishFailed(f"publish to {subject!r}: unreadable PubAck {data[:200]!r}")
+    if isinstance(answer, PubAck):
+        return answer
+    return ApiPublishFailed(
+        f"publish to {subject!r} refused: {answer.get('description', answer)}",
+        answer.get("err_code", 0),
+    )
+
+
+class ApiPublishFailed(PublishFailed):
+    """A publish the JetStream API refused, with its error code (10071 = wrong last sequence)."""
+
+    def __init__(self, message: str, err_code: int) -> None:
+        super().__init__(message)
+        self.err_code = err_code
+
+
+class CoreSubscription:
+    """A plain subscription whose messages go to trio in batches."""
+
+    def __init__(
+        self, side: LoopSide, subject: str, emit: Callable[[list[CoreMessage]], None]
+    ) -> None:
+        self.side = side
+        self.subject = subject
+        self._emit = emit
+        self._buffer: list[CoreMessage] = []
+        self._sub: Subscription | None = None
+
+    async def open(self) -> None:
+        self._sub = await self.side.nc.subscribe(self.subject, cb=self._on_message)
+
+    async def _on_message(self, msg: Msg) -> None:
+        self._buffer.append(
+            CoreMessage(msg.subject, msg.data, msg.headers or {}, msg.reply or None)
+        )
+        if len(self._buffer) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        batch, self._buffer = self._buffer, []
+        if batch:
+            self.side.post(self._emit, batch)
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception:  # noqa: BLE001 - closing: the interest goes with the connection
+                pass
