@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import attrs
 import outcome
 import trio
 from trio_util import AsyncValue
@@ -46,6 +47,21 @@ _STATES = {
 
 _JOIN_TIMEOUT = 15.0
 """Seconds to wait for the loop thread to close the connection and end."""
+
+
+@attrs.frozen
+class BridgeStatistics:
+    """What `Bridge.statistics` reports."""
+
+    state: ConnectionState
+    calls_waiting: int
+    """Trio tasks waiting in `Bridge.call`."""
+    loop_tasks: int
+    """Asyncio tasks running calls on the loop (a cancelled caller's task ends soon after)."""
+    queued_to_loop: int
+    """Requests queued for the loop and not yet picked up."""
+    queued_to_trio: int
+    """Callbacks queued for trio and not yet run."""
 
 
 class Bridge:
@@ -176,6 +192,17 @@ class Bridge:
         Casts and calls reach the loop in the order they were made.
         """
         self._live_side().submit(("cast", fn, args))
+
+    def statistics(self) -> BridgeStatistics:
+        """A snapshot of the Bridge's queues (for tests, monitoring and benchmarks)."""
+        side = self._side
+        return BridgeStatistics(
+            state=self.connection.value,
+            calls_waiting=len(self._waiting),
+            loop_tasks=side.task_count() if side is not None else 0,
+            queued_to_loop=side.queued() if side is not None else 0,
+            queued_to_trio=len(self._outbox),
+        )
 
     @property
     def loop_side(self) -> LoopSide:

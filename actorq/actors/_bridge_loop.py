@@ -215,13 +215,19 @@ class LoopSide:
             if len(self._connect_errors) >= len(self.servers):
                 raise _FirstConnectFailed
             return
-        logger.warning("NATS connection error: %s", _describe(exc))
+        if self.nc.is_reconnecting:
+            # Every failed attempt lands here; the state change itself is logged once.
+            logger.debug("reconnecting to NATS at %s: %s", self.url, _describe(exc))
+        else:
+            logger.warning("NATS connection error (%s): %s", self.url, _describe(exc))
 
     async def _disconnected_cb(self) -> None:
         if not self._first_connect and not self._closing and not self.nc.is_closed:
+            logger.warning("lost the connection to NATS at %s; reconnecting", self.url)
             self.post(self.on_state, "reconnecting")
 
     async def _reconnected_cb(self) -> None:
+        logger.info("reconnected to NATS at %s", self.url)
         for listener in list(self.reconnect_listeners):
             try:
                 listener()
@@ -244,6 +250,13 @@ class LoopSide:
                 self.loop.call_soon_threadsafe(self._drain)
             except RuntimeError:  # the loop closed between the check and the call
                 raise NotConnected(f"the Bridge to {self.url} is closed") from None
+
+    def task_count(self) -> int:
+        """Calls running on the loop (read from trio for statistics: a snapshot)."""
+        return len(self._tasks)
+
+    def queued(self) -> int:
+        return len(self._inbox)
 
     def stop(self) -> None:
         """Trio thread: ask the loop to close the connection and end."""

@@ -17,6 +17,7 @@ Options beyond nats-py's (all keyword-only, popped before ``connect``):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -73,6 +74,11 @@ class JetStreamBroker:
         self._kv = parts.kv
         self._pull_expires = pull_expires
         self._pull_heartbeat = pull_heartbeat
+
+    @property
+    def bridge(self) -> Bridge:
+        """The Bridge this broker talks through (for its `Bridge.statistics`)."""
+        return self._bridge
 
     @property
     def connection(self) -> AsyncValue[ConnectionState]:
@@ -186,6 +192,7 @@ class JetStreamBroker:
             consumer,
             deliver,
             fail,
+            functools.partial(self._admin.consumer_info, stream, consumer),
             expires=self._pull_expires,
             heartbeat=self._pull_heartbeat,
         )
@@ -206,7 +213,8 @@ class JetStreamBroker:
             raise ValueError(f"expires must be positive, got {expires}")
         check_name(stream, "stream name")
         check_name(consumer, "consumer name")
-        return await self._bridge.call(self._wire.fetch, stream, consumer, batch, expires)
+        check = functools.partial(self._admin.consumer_info, stream, consumer)
+        return await self._bridge.call(self._wire.fetch, stream, consumer, batch, expires, check)
 
     async def ack(self, delivery: Delivery) -> None:
         await self._reply(delivery, ACK)

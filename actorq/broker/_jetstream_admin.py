@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import nats.errors
 
-from .._errors import BrokerError, NotFound
+from .._errors import BrokerError, NotConnected, NotFound
 from ._protocol import (
     ConsumerConfig,
     ConsumerInfo,
@@ -77,12 +77,14 @@ class Admin:
 
     async def api(self, subject: str, payload: dict[str, Any] | None, what: str) -> dict[str, Any]:
         """One ``$JS.API`` request; raises `ApiNotFound` / `ApiError` on an error answer."""
+        self.check_connected(what)
         body = json.dumps(payload).encode() if payload is not None else b""
         try:
             msg = await self.nc.request(subject, body, timeout=self.timeout)
         except nats.errors.NoRespondersError:
             raise BrokerError(f"{what}: JetStream is not enabled on the server") from None
         except nats.errors.TimeoutError:
+            self.check_connected(what)
             raise BrokerError(f"{what}: no answer from JetStream within {self.timeout:g}s") from None
         answer: dict[str, Any] = json.loads(msg.data)
         error = answer.get("error")
@@ -93,6 +95,12 @@ class Admin:
                 raise ApiNotFound(f"{what}: {description}", err_code)
             raise ApiError(f"{what}: {description} (code {code}/{err_code})", code, err_code)
         return answer
+
+    def check_connected(self, what: str) -> None:
+        """Fail fast instead of waiting out a timeout while the connection is down."""
+        if not self.nc.is_connected:
+            state = "closed" if self.nc.is_closed else "reconnecting"
+            raise NotConnected(f"{what}: not connected to NATS ({state})")
 
     # --- streams --------------------------------------------------------------------
 
@@ -160,6 +168,7 @@ class Admin:
 
     async def get(self, stream: str, query: dict[str, Any]) -> StoredMessage | None:
         """Direct get (any replica answers); the API's message get if direct is off."""
+        self.check_connected(f"get from stream {stream!r}")
         try:
             msg = await self.nc.request(
                 f"$JS.API.DIRECT.GET.{stream}", json.dumps(query).encode(), timeout=self.timeout
@@ -167,6 +176,7 @@ class Admin:
         except nats.errors.NoRespondersError:
             return await self._get_from_api(stream, query)
         except nats.errors.TimeoutError:
+            self.check_connected(f"get from stream {stream!r}")
             raise BrokerError(f"get from stream {stream!r}: no answer in time") from None
         headers = msg.headers or {}
         status = headers.get("Status")

@@ -90,8 +90,8 @@ def parse_puback(data: bytes) -> PubAck | dict[str, Any]:
     without a JSON parser, anything else goes through ``json.loads``.
     """
     if data.startswith(_STREAM_PREFIX):
-        end = data.find(_SEQ, len(_STREAM_PREFIX))
-        if end > 0:
+        end = data.find(b'"', len(_STREAM_PREFIX))
+        if end > 0 and data.startswith(_SEQ, end):
             stream = data[len(_STREAM_PREFIX) : end]
             start = end + len(_SEQ)
             stop = start

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from .._errors import BrokerError, NotFound
@@ -46,6 +46,7 @@ class PullState:
         consumer: str,
         deliver: Callable[[list[Delivery]], None],
         fail: Callable[[BaseException], None],
+        check_consumer: Callable[[], Awaitable[object]],
         *,
         expires: float,
         heartbeat: float,
@@ -56,6 +57,9 @@ class PullState:
         self.consumer = consumer
         self._deliver = deliver
         self._fail = fail
+        self._check_consumer = check_consumer
+        """Raises `NotFound` when the consumer does not exist."""
+        self._checking = False
         self.expires = expires
         self.heartbeat = min(heartbeat, expires / 2)
         self.credits = 0
@@ -129,10 +133,15 @@ class PullState:
         if status == "100":
             return
         description = headers.get("Description", "")
-        if status == "503" or (status == "409" and "deleted" in description.lower()):
-            self._stop_with(
-                NotFound(f"no consumer {self.consumer!r} on stream {self.stream!r}")
-            )
+        if status == "409" and "deleted" in description.lower():
+            self._stop_with(self._gone())
+            return
+        if status == "503":
+            # Nobody took the request: the consumer is gone, or (just after a server
+            # restart) JetStream has not loaded it yet. Ask the API which.
+            if not self._checking:
+                self._checking = True
+                asyncio.ensure_future(self._recheck())
             return
         owed = headers.get("Nats-Pending-Messages")
         if owed is not None:
@@ -154,6 +163,24 @@ class PullState:
                 return
             self.pending = 0
             self._loop.call_later(_RETRY_AFTER_REFUSAL, self._top_up)
+
+    async def _recheck(self) -> None:
+        try:
+            try:
+                await self._check_consumer()
+            except NotFound:
+                self._stop_with(self._gone())
+                return
+            except Exception as exc:  # noqa: BLE001 - not ready yet: try again shortly
+                logger.debug("consumer check on %s/%s failed: %r", self.stream, self.consumer, exc)
+            await asyncio.sleep(_RETRY_AFTER_REFUSAL)
+        finally:
+            self._checking = False
+        self.pending = 0
+        self._top_up()
+
+    def _gone(self) -> NotFound:
+        return NotFound(f"no consumer {self.consumer!r} on stream {self.stream!r}")
 
     def _flush(self) -> None:
         batch, self._buffer = self._buffer, []

@@ -27,10 +27,10 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._errors import NotFound, PublishFailed
+from .._errors import NotConnected, NotFound, PublishFailed
 from ._jetstream_inbox import Inboxes
 from ._jetstream_codec import (
     EncodeError,
@@ -92,8 +92,9 @@ class RawWriter:
         self._kicked = False
 
     def check_open(self) -> None:
-        if self.nc.is_closed:
-            raise PublishFailed("the NATS connection is closed")
+        if not self.nc.is_connected:
+            state = "closed" if self.nc.is_closed else "reconnecting"
+            raise NotConnected(f"cannot publish: not connected to NATS ({state})")
 
     def write(self, command: bytes) -> None:
         nc: Any = self.nc
@@ -282,9 +283,17 @@ class Wire:
     # --- one-shot pull --------------------------------------------------------------
 
     async def fetch(
-        self, stream: str, consumer: str, batch: int, expires: float
+        self,
+        stream: str,
+        consumer: str,
+        batch: int,
+        expires: float,
+        check_consumer: Callable[[], Awaitable[object]],
     ) -> list[Delivery]:
-        """One pull request; returns when ``batch`` arrived or the server expired it."""
+        """One pull request; returns when ``batch`` arrived or the server expired it.
+
+        ``check_consumer`` raises `NotFound` when the consumer does not exist.
+        """
         loop = asyncio.get_running_loop()
         got: list[Delivery] = []
         done: asyncio.Future[BaseException | None] = loop.create_future()
@@ -305,11 +314,15 @@ class Wire:
             if status == "100":
                 return
             description = (headers or {}).get(_DESCRIPTION, "")
-            if status == "503" or (status == "409" and "deleted" in description.lower()):
+            if status == "503":
+                done.set_result(_NO_RESPONDERS)
+            elif status == "409" and "deleted" in description.lower():
                 done.set_result(_no_consumer(stream, consumer))
             else:  # 404 / 408 / other 409: the request is over
                 done.set_result(None)
 
+        if not self.nc.is_connected:
+            raise NotConnected("cannot fetch: not connected to NATS")
         inbox = self.nc.new_inbox()
         sub = await self.inboxes.subscribe(inbox, on_message)
         request = json.dumps({"batch": batch, "expires": max(int(expires * _NANOS), 1)})
@@ -319,7 +332,11 @@ class Wire:
                 error = await asyncio.wait_for(asyncio.shield(done), expires + 5.0)
             except asyncio.TimeoutError:
                 error = None  # the server never answered; return what arrived
-            if error is not None:
+            if error is _NO_RESPONDERS:
+                # The consumer is gone, or JetStream has not loaded it yet (just after a
+                # restart): an existing consumer means "nothing yet".
+                await check_consumer()
+            elif error is not None:
                 raise error
         except BaseException:
             for delivery in got:  # cancelled or failed: let these go back at once
@@ -330,6 +347,9 @@ class Wire:
                 done.set_result(None)
             await self.inboxes.unsubscribe(sub)
         return got
+
+
+_NO_RESPONDERS = NotFound("no responders")
 
 
 def _no_consumer(stream: str, consumer: str) -> NotFound:
