@@ -658,3 +658,21 @@ async def test_a_kv_watch_sees_a_key_expire(broker: Broker, namespace: str) -> N
         ("lease", Op.PURGE),
     ]
     assert await broker.kv_get(namespace, "lease") is None
+
+
+async def test_get_next_pages_through_a_stream(broker: Broker, namespace: str) -> None:
+    stream, prefix = names(namespace)
+    await broker.ensure_stream(StreamConfig(name=stream, subjects=(f"{prefix}.result.>",)))
+    for subject in ("a", "b", "a", "b"):
+        await broker.publish(Message(f"{prefix}.result.{subject}", subject.encode()))
+    await broker.delete_message(stream, 2)
+    seen = []
+    seq = 1
+    while (stored := await broker.get_next(stream, seq)) is not None:
+        seen.append((stored.seq, stored.data))
+        seq = stored.seq + 1
+    assert seen == [(1, b"a"), (3, b"a"), (4, b"b")]
+    on_b = await broker.get_next(stream, 1, f"{prefix}.result.b")
+    assert on_b is not None and on_b.seq == 4
+    assert await broker.get_next(stream, 2, f"{prefix}.result.*") is not None
+    assert await broker.get_next(stream, 5) is None
