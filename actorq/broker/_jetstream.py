@@ -18,6 +18,7 @@ Options beyond nats-py's (all keyword-only, popped before ``connect``):
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -79,6 +80,10 @@ class JetStreamBroker:
     def bridge(self) -> Bridge:
         """The Bridge this broker talks through (for its `Bridge.statistics`)."""
         return self._bridge
+
+    def now(self) -> float:
+        """The broker's wall clock: the server stamps messages with real time."""
+        return time.time()
 
     @property
     def connection(self) -> AsyncValue[ConnectionState]:
@@ -256,6 +261,15 @@ class JetStreamBroker:
 
     async def get_message(self, stream: str, seq: int) -> StoredMessage | None:
         return await self._bridge.call(self._admin.get, stream, {"seq": seq})
+
+    async def get_next(
+        self, stream: str, seq: int, subject: str | None = None
+    ) -> StoredMessage | None:
+        """The first stored message with a sequence >= ``seq`` (on ``subject``, wildcards
+        allowed), or None."""
+        check_filter(subject if subject is not None else ">")
+        query = {"seq": max(seq, 1), "next_by_subj": subject if subject is not None else ">"}
+        return await self._bridge.call(self._admin.get, check_name(stream, "stream name"), query)
 
     async def delete_message(self, stream: str, seq: int) -> None:
         await self._bridge.call(self._admin.delete_message, stream, seq)
