@@ -14,8 +14,11 @@ import sysconfig
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 _LISTEN = re.compile(r"Listening for client connections on ([\d.]+):(\d+)")
 

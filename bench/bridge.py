@@ -28,7 +28,6 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import nats
@@ -36,6 +35,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from typing import TYPE_CHECKING
 
 from _server import nats_server, server_version  # noqa: E402
 
@@ -51,6 +52,9 @@ from actorq.broker import (  # noqa: E402
 from actorq.broker._jetstream import open_jetstream_broker  # noqa: E402
 from actorq.broker._jetstream_pull import PullState  # noqa: E402
 from actorq.broker._jetstream_wire import ACK, Wire  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 PAYLOAD = b"x" * 64
 WINDOW = 4000
@@ -191,7 +195,9 @@ class _LoopOnly:
         fn(*args)
 
 
-async def _wire_publish(wire: Wire, subject: str, n: int, tag: str, producers: int, batch: int) -> float:
+async def _wire_publish(
+    wire: Wire, subject: str, n: int, tag: str, producers: int, batch: int
+) -> float:
     share = n // producers
 
     async def produce(first: int) -> None:
@@ -253,7 +259,9 @@ async def wire_round(url: str, n: int, producers: int, batch: int) -> tuple[floa
 # --- through the Bridge ---------------------------------------------------------------------
 
 
-async def _bridge_publish(broker, subject: str, n: int, tag: str, producers: int, batch: int) -> float:  # type: ignore[no-untyped-def]
+async def _bridge_publish(
+    broker, subject: str, n: int, tag: str, producers: int, batch: int
+) -> float:  # type: ignore[no-untyped-def]
     share = n // producers
 
     async def produce(first: int) -> None:
@@ -351,9 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     with nats_server() as url:
         runs: dict[str, Callable[[], tuple[float, float]]] = {
             "asyncio": lambda: asyncio.run(asyncio_round(url, args.messages)),
-            "wire": lambda: asyncio.run(
-                wire_round(url, args.messages, args.producers, args.batch)
-            ),
+            "wire": lambda: asyncio.run(wire_round(url, args.messages, args.producers, args.batch)),
             "bridge": lambda: trio.run(
                 bridge_round, url, args.messages, args.producers, args.batch
             ),

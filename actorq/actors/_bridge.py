@@ -22,9 +22,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import outcome
@@ -34,6 +33,9 @@ from trio_util import AsyncValue
 from .._errors import NotConnected
 from ..broker._protocol import ConnectionState
 from ._bridge_loop import Call, LoopSide, check_options
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
 T = TypeVar("T")
 

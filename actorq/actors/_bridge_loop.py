@@ -190,7 +190,7 @@ class LoopSide:
             )
         except _FirstConnectFailed:
             raise NotConnected(self._connect_failure_message()) from None
-        except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
             self._connect_errors.append(exc)
             raise NotConnected(self._connect_failure_message()) from None
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -32,25 +31,28 @@ from ._jetstream_kv import Kv, Watch
 from ._jetstream_pull import PullState
 from ._jetstream_streams import EventStream, PullSubscription
 from ._jetstream_wire import ACK, NAK, PROGRESS, TERM, CoreSubscription, Wire, nak_body
-from ._protocol import (
-    ConnectionState,
-    ConsumerConfig,
-    ConsumerInfo,
-    CoreMessage,
-    Delivery,
-    KvConfig,
-    KvEntry,
-    Message,
-    PubAck,
-    StoredMessage,
-    StreamConfig,
-    StreamInfo,
-    WatchEvent,
-)
 from ._subjects import check_bucket, check_filter, check_key, check_literal, check_name
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
     from trio_util import AsyncValue
+
+    from ._protocol import (
+        ConnectionState,
+        ConsumerConfig,
+        ConsumerInfo,
+        CoreMessage,
+        Delivery,
+        KvConfig,
+        KvEntry,
+        Message,
+        PubAck,
+        StoredMessage,
+        StreamConfig,
+        StreamInfo,
+        WatchEvent,
+    )
 
 _CLEANUP_TIMEOUT = 5.0
 
@@ -67,7 +69,9 @@ class _LoopParts:
 class JetStreamBroker:
     """`Broker` on NATS JetStream. Open it with `open_jetstream_broker` (or `open_broker`)."""
 
-    def __init__(self, bridge: Bridge, parts: _LoopParts, pull_expires: float, pull_heartbeat: float):
+    def __init__(
+        self, bridge: Bridge, parts: _LoopParts, pull_expires: float, pull_heartbeat: float
+    ):
         self._bridge = bridge
         self._wire = parts.wire
         self._lane = parts.wire.replies
@@ -362,11 +366,14 @@ class JetStreamBroker:
                 pass
 
 
-async def _make_parts(bridge: Bridge, window: int, publish_timeout: float, timeout: float) -> _LoopParts:
+async def _make_parts(
+    bridge: Bridge, window: int, publish_timeout: float, request_timeout: float
+) -> _LoopParts:
+    # Loop side: build the loop-side objects where they will live.
     side = bridge.loop_side
     wire = Wire(side, window=window, ack_timeout=publish_timeout)
     await wire.start()
-    admin = Admin(side.nc, timeout=timeout)
+    admin = Admin(side.nc, timeout=request_timeout)
     return _LoopParts(wire, admin, Kv(side, admin, wire))
 
 
@@ -390,5 +397,7 @@ async def open_jetstream_broker(
         NotConnected: the first connect failed; the message names the URL and the reason.
     """
     async with open_bridge(url, **nats_options) as bridge:
-        parts = await bridge.call(_make_parts, bridge, publish_window, publish_timeout, request_timeout)
+        parts = await bridge.call(
+            _make_parts, bridge, publish_window, publish_timeout, request_timeout
+        )
         yield JetStreamBroker(bridge, parts, pull_expires, pull_heartbeat)

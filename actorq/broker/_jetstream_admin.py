@@ -85,7 +85,9 @@ class Admin:
             raise BrokerError(f"{what}: JetStream is not enabled on the server") from None
         except nats.errors.TimeoutError:
             self.check_connected(what)
-            raise BrokerError(f"{what}: no answer from JetStream within {self.timeout:g}s") from None
+            raise BrokerError(
+                f"{what}: no answer from JetStream within {self.timeout:g}s"
+            ) from None
         answer: dict[str, Any] = json.loads(msg.data)
         error = answer.get("error")
         if error is not None:

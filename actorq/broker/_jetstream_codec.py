@@ -15,11 +15,13 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import BrokerError
 from ._protocol import Delivery, PubAck
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 _NANOS = 1_000_000_000
 _BAD_SUBJECT = re.compile(r"[ \t\r\n]")
@@ -67,7 +69,13 @@ def pub_command(
         head += b" " + subject_bytes(reply)
     if headers:
         block = header_block(headers)
-        return b"HPUB %s %d %d\r\n%s%s\r\n" % (head, len(block), len(block) + len(data), block, data)
+        return b"HPUB %s %d %d\r\n%s%s\r\n" % (
+            head,
+            len(block),
+            len(block) + len(data),
+            block,
+            data,
+        )
     return b"PUB %s %d\r\n%s\r\n" % (head, len(data), data)
 
 

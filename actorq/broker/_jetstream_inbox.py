@@ -86,6 +86,7 @@ class Inboxes:
 
     async def subscribe(self, subject: str, handler: Handler) -> Subscription:
         if not self.fast:  # pragma: no cover - only on a nats-py without the dispatch point
+
             async def callback(msg: Msg) -> None:
                 handler(msg.subject, msg.reply, msg.data, msg.headers)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nats.js import api as js_api
@@ -40,6 +39,8 @@ from ._protocol import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from nats.aio.msg import Msg
     from nats.js.client import JetStreamContext
 
@@ -202,8 +203,7 @@ class Kv:
             )
             if latest is not None and operation_of(latest.headers) is KvOperation.PUT:
                 raise KeyExists(
-                    f"key {key!r} already exists in KV bucket {bucket!r} "
-                    f"(revision {latest.seq})"
+                    f"key {key!r} already exists in KV bucket {bucket!r} (revision {latest.seq})"
                 )
             headers[EXPECTED_LAST_SUBJECT_SEQUENCE] = str(latest.seq if latest else 0)
         raise KeyExists(f"key {key!r} in KV bucket {bucket!r} kept changing during create")

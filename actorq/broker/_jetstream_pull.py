@@ -18,16 +18,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from .._errors import BrokerError, NotFound
 from ._jetstream_codec import parse_delivery
 from ._jetstream_wire import NAK, Wire, next_subject
-from ._protocol import Delivery
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from nats.aio.subscription import Subscription
+
+    from ._protocol import Delivery
 
 logger = logging.getLogger("actorq.jetstream")
 

@@ -8,12 +8,14 @@ receiving a batch that is already there costs one checkpoint.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import trio
 
-from ._protocol import Delivery
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._protocol import Delivery
 
 T = TypeVar("T")
 

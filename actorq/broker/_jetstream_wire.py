@@ -27,11 +27,9 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._errors import NotConnected, NotFound, PublishFailed
-from ._jetstream_inbox import Inboxes
 from ._jetstream_codec import (
     EncodeError,
     parse_delivery,
@@ -39,9 +37,12 @@ from ._jetstream_codec import (
     pub_command,
     reply_command,
 )
+from ._jetstream_inbox import Inboxes
 from ._protocol import CoreMessage, Delivery, Message, PubAck
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
     from nats.aio.client import Client
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription
@@ -113,7 +114,9 @@ class RawWriter:
 
     def over_limit(self) -> bool:
         nc: Any = self.nc
-        return nc._max_pending_size > 0 and nc._pending_data_size > nc._max_pending_size
+        limit: int = nc._max_pending_size
+        size: int = nc._pending_data_size
+        return limit > 0 and size > limit
 
 
 class ReplyLane:
@@ -201,7 +204,7 @@ class Wire:
             if batch.remaining:
                 try:
                     await asyncio.wait_for(asyncio.shield(batch.done), self.ack_timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             # Whatever is still unanswered (timeout, cancellation) leaves the window.
@@ -244,9 +247,7 @@ class Wire:
                 waiter.set_result(None)
 
     async def publish_core(self, message: Message) -> None:
-        await self.nc.publish(
-            message.subject, message.data, headers=dict(message.headers) or None
-        )
+        await self.nc.publish(message.subject, message.data, headers=dict(message.headers) or None)
 
     # --- acks and other fire-and-forget publishes -------------------------------------
 
@@ -330,7 +331,7 @@ class Wire:
             self.queue_publish(next_subject(stream, consumer), request.encode(), inbox)
             try:
                 error = await asyncio.wait_for(asyncio.shield(done), expires + 5.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 error = None  # the server never answered; return what arrived
             if error is _NO_RESPONDERS:
                 # The consumer is gone, or JetStream has not loaded it yet (just after a

@@ -230,7 +230,9 @@ async def test_nothing_is_left_behind(
                 await subscription.receive()
             # Leave with a fetch in flight and a delivery unacknowledged.
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(functools.partial(broker.fetch, expires=30.0), stream, "workers", 1)
+                nursery.start_soon(
+                    functools.partial(broker.fetch, expires=30.0), stream, "workers", 1
+                )
                 await trio.sleep(0.05)
                 nursery.cancel_scope.cancel()
     assert set(threading.enumerate()) == before
@@ -255,10 +257,14 @@ async def test_publish_many_reports_a_bad_message_in_place(nats_url: str, namesp
                 Message(f"{prefix}.a", b"1", {MSG_ID: "one"}),
             ]
         )
-    assert isinstance(results[0], PubAck) and not results[0].duplicate
-    assert isinstance(results[1], PublishFailed) and "bad subject" in str(results[1])
-    assert isinstance(results[2], PublishFailed) and "Bad Header" in str(results[2])
-    assert isinstance(results[3], PubAck) and results[3].duplicate
+    assert isinstance(results[0], PubAck)
+    assert not results[0].duplicate
+    assert isinstance(results[1], PublishFailed)
+    assert "bad subject" in str(results[1])
+    assert isinstance(results[2], PublishFailed)
+    assert "Bad Header" in str(results[2])
+    assert isinstance(results[3], PubAck)
+    assert results[3].duplicate
     assert results[3].seq == results[0].seq
 
 
@@ -307,7 +313,8 @@ def test_pubacks_parse_fast_and_slow() -> None:
     assert parse_puback(b'{"stream":"S","seq":12,"duplicate":true}') == PubAck("S", 12, True)
     assert parse_puback(b'{"stream":"S","domain":"d","seq":3}') == PubAck("S", 3)
     error = parse_puback(b'{"error":{"code":400,"err_code":10071,"description":"wrong"}}')
-    assert isinstance(error, dict) and error["err_code"] == 10071
+    assert isinstance(error, dict)
+    assert error["err_code"] == 10071
 
 
 def test_commands_and_headers_encode_like_nats_py() -> None:
