@@ -32,7 +32,7 @@ from trio_util import AsyncValue
 
 from .._errors import NotConnected
 from ..broker._protocol import ConnectionState
-from ._bridge_loop import Call, LoopSide, check_options
+from ._bridge_loop import Call, LoopSide, check_options, redact
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -82,7 +82,9 @@ class Bridge:
 
     def __init__(self, url: str, **nats_options: Any) -> None:
         check_options(nats_options)
-        self.url = url
+        self._url = url
+        self.url = redact(url)
+        """The URL, without passwords (as messages and logs show it)."""
         self._options = nats_options
         self.connection: AsyncValue[ConnectionState] = AsyncValue(ConnectionState.CONNECTING)
         """Observable connection state: connecting, connected, reconnecting, closed."""
@@ -110,10 +112,16 @@ class Bridge:
 
     @asynccontextmanager
     async def _running(self) -> AsyncIterator[Bridge]:
-        if self._side is not None:
-            raise RuntimeError("a Bridge runs once; create a new one")
+        if self._side is not None and not self._closed:
+            raise RuntimeError(f"the Bridge to {self.url} is already running")
+        # A supervisor may run the same Bridge again after it ended: start from scratch.
+        self._closed = False
+        self._outbox.clear()
+        self._outbox_scheduled = False
+        self._waiting.clear()
+        self.connection.value = ConnectionState.CONNECTING
         self._token = trio.lowlevel.current_trio_token()
-        side = LoopSide(self.url, self._options, self._post)
+        side = LoopSide(self._url, self._options, self._post)
         side.on_state = self._set_state
         self._side = side
         started: trio.Event = trio.Event()
@@ -173,8 +181,8 @@ class Bridge:
         side = self._live_side()
         await trio.lowlevel.checkpoint_if_cancelled()
         call = Call(fn, args, self._resolve, trio.lowlevel.current_task())
-        self._waiting.add(call)
         side.submit(call)
+        self._waiting.add(call)
 
         def abort(_: Any) -> trio.lowlevel.Abort:
             call.abandoned = True

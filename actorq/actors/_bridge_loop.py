@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -116,8 +117,9 @@ class LoopSide:
     except `submit`, which trio calls."""
 
     def __init__(self, url: str, options: dict[str, Any], post: Post) -> None:
-        self.url = url
         self.servers = [part.strip() for part in url.split(",") if part.strip()]
+        self.url = redact(url)
+        """The URL as messages and logs show it (without passwords)."""
         self.options = options
         self.post = post
         self.nc = Client()
@@ -310,6 +312,19 @@ class LoopSide:
             self.post(call.resolve, call, map_error(exc, call.what), None)
             return
         self.post(call.resolve, call, None, result)
+
+
+def redact(url: str) -> str:
+    """``url`` with the password (or token) of every server replaced by ``***``."""
+    return _CREDENTIALS.sub(_hide, url)
+
+
+_CREDENTIALS = re.compile(r"(://)([^@/,]*)@")
+
+
+def _hide(match: re.Match[str]) -> str:
+    user, sep, _ = match.group(2).partition(":")
+    return f"{match.group(1)}{user}{sep}***@" if sep else f"{match.group(1)}***@"
 
 
 def _describe(exc: BaseException) -> str:

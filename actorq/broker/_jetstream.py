@@ -205,7 +205,11 @@ class JetStreamBroker:
             expires=self._pull_expires,
             heartbeat=self._pull_heartbeat,
         )
-        await state.open()
+        try:
+            await state.open()
+        except BaseException:  # cancelled or failed half-way: leave nothing subscribed
+            await state.close()
+            raise
         return state
 
     async def fetch(

@@ -50,7 +50,8 @@ KV_OPERATION = "KV-Operation"
 MARKER_REASON = "Nats-Marker-Reason"
 WRONG_LAST_SEQUENCE = (10071, 10164)
 _LAST_SEQUENCE = re.compile(r"wrong last sequence: (\d+)")
-_WATCH_INACTIVE_THRESHOLD = 300.0
+_WATCH_INACTIVE_THRESHOLD = 30.0
+"""Seconds the server keeps a watch's ephemeral consumer after the watch ends."""
 _MARKER_TTL = 1.0
 """Seconds an expiry marker stays in a bucket with per-key TTL (long enough for watchers)."""
 
@@ -307,8 +308,9 @@ class Watch:
                 info = await self._sub.consumer_info()
                 if info.num_pending == 0 and info.delivered.consumer_seq == 0:
                     self._catch_up()
-        except Exception as exc:
-            if "stream not found" in str(exc).lower():
+        except BaseException as exc:  # failed or cancelled half-way: leave nothing behind
+            await self.close()
+            if isinstance(exc, Exception) and "stream not found" in str(exc).lower():
                 raise NotFound(f"no KV bucket {self.bucket!r}") from None
             raise
         finally:
@@ -352,8 +354,9 @@ class Watch:
             self._emit(events)
 
     async def close(self) -> None:
-        if self._sub is not None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
             try:
-                await self._sub.unsubscribe()
+                await sub.unsubscribe()
             except Exception:  # noqa: BLE001 - closing: the interest goes with the connection
                 pass

@@ -239,5 +239,6 @@ class PullState:
         for delivery in self._buffer:
             self.wire.queue_publish(delivery.token, NAK)  # type: ignore[arg-type]
         self._buffer = []
-        if self._sub is not None:
-            await self.wire.inboxes.unsubscribe(self._sub)
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            await self.wire.inboxes.unsubscribe(sub)

@@ -405,7 +405,11 @@ class CoreSubscription:
         self._sub: Subscription | None = None
 
     async def open(self) -> None:
-        self._sub = await self.side.nc.subscribe(self.subject, cb=self._on_message)
+        try:
+            self._sub = await self.side.nc.subscribe(self.subject, cb=self._on_message)
+        except BaseException:
+            await self.close()
+            raise
 
     async def _on_message(self, msg: Msg) -> None:
         self._buffer.append(
@@ -420,8 +424,9 @@ class CoreSubscription:
             self.side.post(self._emit, batch)
 
     async def close(self) -> None:
-        if self._sub is not None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
             try:
-                await self._sub.unsubscribe()
+                await sub.unsubscribe()
             except Exception:  # noqa: BLE001 - closing: the interest goes with the connection
                 pass

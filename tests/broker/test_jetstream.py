@@ -183,6 +183,12 @@ async def test_credentials_pass_through_to_nats() -> None:
             async with open_broker(url, user="actorq", password="wrong"):
                 pass
         assert url in str(refused.value)
+        # A password in the URL never shows in messages.
+        with pytest.raises(NotConnected) as refused:
+            async with open_broker(url.replace("://", "://actorq:wrong@")):
+                pass
+        assert "actorq:***@" in str(refused.value)
+        assert "wrong" not in str(refused.value)
 
 
 async def test_an_unreachable_server_fails_at_once_naming_the_url() -> None:
