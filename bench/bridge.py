@@ -231,7 +231,13 @@ async def _wire_pull_ack(wire: Wire, nc: nats.NATS, stream: str, n: int) -> floa
             done.set_result(None)
 
     started = time.perf_counter()
-    state = PullState(wire, stream, "w", on_batch, done.set_exception, expires=30, heartbeat=5)
+
+    async def consumer_exists() -> None:
+        return None
+
+    state = PullState(
+        wire, stream, "w", on_batch, done.set_exception, consumer_exists, expires=30, heartbeat=5
+    )
     await state.open()
     state.grant(CREDITS)
     await done

@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import subprocess
+import sys
 import threading
 import time
 from contextlib import aclosing
+from pathlib import Path
 
 import pytest
 import trio
@@ -352,3 +355,16 @@ async def test_the_bridge_starts_under_a_nursery(nats_url: str) -> None:
         assert bridge.connection.value is ConnectionState.CONNECTED
         nursery.cancel_scope.cancel()
     assert bridge.connection.value is ConnectionState.CLOSED
+
+
+def test_the_bridge_benchmark_runs() -> None:
+    """`bench/bridge.py` is not a timed test, but it must keep working as the code changes."""
+    bench = Path(__file__).resolve().parents[2] / "bench" / "bridge.py"
+    done = subprocess.run(
+        [sys.executable, str(bench), "--messages", "2000", "--rounds", "1", "--batch", "500"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| pull + ack |" in done.stdout
