@@ -20,6 +20,7 @@ lookups, the connection and the registry.
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import attrs
@@ -253,7 +254,7 @@ class MemoryBroker(MemoryKv):
         headers = dict(message.headers)
         if self._subscriptions:
             # Core NATS delivers every publish to matching subscribers, stored or refused.
-            core = CoreMessage(subject, message.data, headers)
+            core = CoreMessage(subject, message.data, MappingProxyType(headers))
             for subscription in list(self._subscriptions):
                 if _subjects.matches(subscription.pattern, subject):
                     subscription.push(core)

@@ -47,6 +47,7 @@ class MemoryPullSubscription:
             raise RuntimeError("the pull subscription is closed")
         self._request.remaining += n
         if n and not self._consumer.deleted:
+            self._consumer.engine.advance()  # due redeliveries go first
             self._consumer.add_request(self._request)
 
     @property
