@@ -261,10 +261,12 @@ class MemConsumer:
         self.dispatch()
 
     def in_progress(self, seq: int) -> None:
+        """Restart the ack wait. Measured on the server: this also replaces a nak delay (the
+        message is redelivered an ack wait from now), and does nothing for a delivery whose
+        ack wait already expired (it is redelivered at the next pull)."""
         self.touch()
         pending = self.pending.get(seq)
-        if pending is not None and pending.state != "delayed":
-            self._due.pop(seq, None)
+        if pending is not None and pending.state != "due":
             self._arm(seq, pending, "out", self.engine.now() + self.config.ack_wait)
 
     # --- lifecycle ------------------------------------------------------------------------

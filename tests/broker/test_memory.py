@@ -144,6 +144,25 @@ async def test_in_progress_restarts_the_ack_wait(
     assert trio.current_time() - start == 10.0
 
 
+async def test_in_progress_replaces_a_nak_delay_but_not_an_expired_ack_wait(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Both measured on nats-server 2.15.1.
+    await tasks(broker, ack_wait=10.0)
+    await broker.publish(Message("t.task.a", b"x"))
+    delivery = await next_delivery(broker)
+    await broker.nak(delivery, delay=300.0)
+    await broker.in_progress(delivery)
+    start = trio.current_time()
+    delivery = await next_delivery(broker)
+    assert (delivery.num_delivered, trio.current_time() - start) == (2, 10.0)
+    await trio.sleep(15)  # the ack wait expired; nobody pulled yet
+    await broker.in_progress(delivery)
+    start = trio.current_time()
+    assert (await next_delivery(broker)).num_delivered == 3
+    assert trio.current_time() == start
+
+
 async def test_max_deliver_stops_redelivery(
     broker: MemoryBroker, autojump_clock: trio.testing.MockClock
 ) -> None:
