@@ -50,7 +50,7 @@ from ._protocol import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Callable, Sequence
 
 _REGISTRY: trio.lowlevel.RunVar[dict[str, MemoryBroker]] = trio.lowlevel.RunVar(
     "actorq_memory_brokers"
@@ -88,6 +88,7 @@ class MemoryBroker(MemoryKv):
         self._connection = AsyncValue(ConnectionState.CONNECTED)
         self._streams: dict[str, MemStream] = {}
         self._subscriptions: set[CoreSubscription] = set()
+        self._held_replies: list[Callable[[], None]] = []
         self._openers = 0
 
     def __repr__(self) -> str:
@@ -100,7 +101,8 @@ class MemoryBroker(MemoryKv):
         return self._connection
 
     def disconnect(self) -> None:
-        """Simulate a lost connection: operations raise `NotConnected`, the connection shows
+        """Simulate a lost connection: operations raise `NotConnected` (acks and naks are held
+        until `reconnect`, as in nats-py's reconnect buffer), the connection shows
         RECONNECTING, and pull subscriptions and watches pause. Time goes on (ack waits expire,
         schedules fire), as it does on a server the client cannot reach."""
         if self._connection.value is ConnectionState.CONNECTED:
@@ -114,6 +116,9 @@ class MemoryBroker(MemoryKv):
             self._engine.connected = True
             self._connection.value = ConnectionState.CONNECTED
             self._engine.advance()
+            held, self._held_replies = self._held_replies, []
+            for reply in held:
+                reply()
             for stream in list(self._streams.values()):
                 for consumer in list(stream.consumers.values()):
                     consumer.dispatch()
@@ -348,38 +353,43 @@ class MemoryBroker(MemoryKv):
             await trio.lowlevel.checkpoint()
         return request.delivered
 
-    def _token(self, delivery: Delivery) -> AckToken | None:
-        self._ready()
+    def _reply(self, delivery: Delivery, apply: Callable[[MemConsumer, int], None]) -> None:
+        """Send an ack, nak, term or progress reply. Like nats-py's reconnect buffer, replies
+        made while disconnected are held and sent on `reconnect` (dropped once closed)."""
         token = delivery.token
         if not isinstance(token, AckToken) or token.consumer.engine is not self._engine:
             raise ValueError(f"{delivery!r} was not delivered by memory broker {self.name!r}")
-        return None if token.consumer.deleted else token
+        state = self._connection.value
+        if state is ConnectionState.RECONNECTING:
+            self._held_replies.append(lambda: apply(token.consumer, token.seq))
+        elif state is ConnectionState.CONNECTED:
+            self._engine.advance()
+            if not token.consumer.deleted:
+                apply(token.consumer, token.seq)
 
     async def ack(self, delivery: Delivery) -> None:
-        if token := self._token(delivery):
-            token.consumer.ack(token.seq)
+        self._reply(delivery, MemConsumer.ack)
         await trio.lowlevel.checkpoint()
 
     async def nak(self, delivery: Delivery, delay: float | None = None) -> None:
-        if token := self._token(delivery):
-            token.consumer.nak(token.seq, delay)
+        self._reply(delivery, lambda consumer, seq: consumer.nak(seq, delay))
         await trio.lowlevel.checkpoint()
 
     async def term(self, delivery: Delivery) -> None:
-        if token := self._token(delivery):
-            token.consumer.ack(token.seq)  # the server removes a terminated work-queue message
+        # On the server a term ends the message for the consumer just as an ack does (a
+        # work-queue stream removes it; measured).
+        self._reply(delivery, MemConsumer.ack)
         await trio.lowlevel.checkpoint()
 
     async def in_progress(self, delivery: Delivery) -> None:
-        if token := self._token(delivery):
-            token.consumer.in_progress(token.seq)
+        self._reply(delivery, MemConsumer.in_progress)
         await trio.lowlevel.checkpoint()
 
     # --- reading stored messages ----------------------------------------------------------
 
     async def get_last(self, stream: str, subject: str) -> StoredMessage | None:
         self._ready()
-        msg = self._stream(stream).last_on(_subjects.check_filter(subject))
+        msg = self._stream(stream).last_on(_subjects.check_literal(subject))
         await trio.lowlevel.checkpoint()
         return msg.stored() if msg is not None else None
 

@@ -555,6 +555,24 @@ async def test_disconnect_pauses_and_reconnect_resumes(
         assert delivery.data == b"waiting"
 
 
+async def test_acks_made_while_disconnected_are_sent_on_reconnect(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await tasks(broker, ack_wait=30.0)
+    for body in (b"1", b"2"):
+        await broker.publish(Message("t.task.a", body))
+    first, second = await broker.fetch("T", "workers", 2, expires=1.0)
+    broker.disconnect()
+    await broker.ack(first)  # held, like a reply in nats-py's reconnect buffer
+    await broker.nak(second, delay=5.0)
+    await trio.sleep(10)
+    broker.reconnect()
+    assert (await broker.stream_info("T")).messages == 1
+    start = trio.current_time()
+    again = await next_delivery(broker)
+    assert (again.data, trio.current_time() - start) == (b"2", 5.0)
+
+
 async def test_a_fetch_fails_when_the_connection_drops(
     broker: MemoryBroker, autojump_clock: trio.testing.MockClock
 ) -> None:
