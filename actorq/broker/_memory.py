@@ -182,8 +182,9 @@ class MemoryBroker(MemoryKv):
             self._streams[config.name] = MemStream(self._engine, config, marker_ttl=marker_ttl)
             return
         check_stream_update(existing.config, config)
-        existing.marker_ttl = marker_ttl
-        existing.reconfigure(config)
+        if existing.config != config or existing.marker_ttl != marker_ttl:
+            existing.marker_ttl = marker_ttl
+            existing.reconfigure(config)
 
     async def stream_info(self, name: str) -> StreamInfo:
         self._ready()
