@@ -119,6 +119,8 @@ class MemStream:
         """The last message on ``subject`` (a filter: the last of every matching subject)."""
         if subject in self.by_subject:
             return self.messages[self.last_seq_on(subject)]
+        if _subjects.is_valid_subject(subject):
+            return None  # a literal subject with nothing stored
         seqs = [
             next(reversed(s)) for k, s in self.by_subject.items() if _subjects.matches(subject, k)
         ]
