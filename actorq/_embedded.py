@@ -28,6 +28,14 @@ import trio
 from ._embedded_base import LOOPBACK, LogScanner, ServerSpec, find_binary, start_failure
 from ._errors import EmbeddedServerError
 
+# The local node (url=None) lives in its own module; reachable from here too, as the one
+# place to look for "run NATS for me".
+from ._local_node import (
+    ensure_local_node as ensure_local_node,
+    read_local_node as read_local_node,
+    stop_local_node as stop_local_node,
+)
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
