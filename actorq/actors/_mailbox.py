@@ -68,7 +68,7 @@ class MailboxStatistics:
         rejected: Sends refused with `MailboxFull`.
         senders_waiting: Tasks blocked in `ActorRef.send` (``BLOCK`` only).
         receivers_waiting: Tasks blocked in `Inbox.receive`.
-        closed: Whether the mailbox no longer accepts messages.
+        closed: Whether the mailbox no longer accepts messages (closed, or sealed).
     """
 
     name: str
@@ -168,7 +168,7 @@ class _Core(Generic[M]):
             rejected=self.rejected,
             senders_waiting=channel.tasks_waiting_send,
             receivers_waiting=channel.tasks_waiting_receive,
-            closed=self.closed,
+            closed=self.closed or channel.open_send_channels == 0,  # closed or sealed
         )
 
 

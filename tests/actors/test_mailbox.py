@@ -105,6 +105,7 @@ async def test_seal_refuses_new_messages_but_lets_the_actor_drain() -> None:
         inbox.seal()
         with pytest.raises(ActorGone):
             await ref.send(4)
+        assert ref.statistics().closed
         assert [n async for n in inbox] == [1, 2, 3]
 
 
