@@ -41,11 +41,12 @@ from ._control import (
 )
 from ._mailbox import ActorRef, Inbox, open_mailbox
 from ._policy import ChildSpec, Restart, SupervisorPolicy
-from ._reply import Reply
 from ._stop import StopSignal, current_stop_signal
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from ._reply import Reply
 
 logger = logging.getLogger("actorq.actors")
 
