@@ -248,13 +248,19 @@ class Client:
 
         ``task`` (or its name) types the result; without it the result is plain JSON data.
         """
+        return self._handle(task_id, task, again=False)
+
+    def _handle(
+        self, task_id: str, task: Task[Any, Any] | str | None, *, again: bool
+    ) -> TaskHandle[Any]:
         validate_task_id(task_id)
         if task is None:
             name, return_type = "?", Any
         else:
             resolved = self.resolve_task(task)
             name, return_type = resolved.name, resolved.return_type
-        return TaskHandle(self._router, self._router.expect(task_id), name, return_type)
+        pending = self._router.expect(task_id, again=again)
+        return TaskHandle(self._router, pending, name, return_type)
 
     async def _publish(self, calls: list[BoundCall[Any]]) -> list[TaskHandle[Any]]:
         layout = self.app.layout

@@ -65,13 +65,16 @@ class DeadLetterQueue:
         broker = self._client.broker
         headers = {k: v for k, v in letter.headers.items() if k not in (H_ATTEMPT, MSG_ID)}
         headers[MSG_ID] = f"requeue:{letter.task_id or uuid.uuid4().hex}:{uuid.uuid4().hex}"
+        handle = None
         if letter.task_id:
             await broker.purge_stream(
                 self._layout.results_stream, self._layout.result_subject(letter.task_id)
             )
+            # Registered before publishing, so even a fast new outcome reaches it.
+            handle = self._client._handle(letter.task_id, letter.task, again=True)
         await broker.publish(Message(letter.subject, letter.original_payload(), headers))
         await broker.delete_message(self._layout.dlq_stream, seq)
-        return self._client.handle(letter.task_id, letter.task) if letter.task_id else None
+        return handle
 
     async def purge(self, *, queue: str | None = None) -> int:
         """Remove every entry (of one queue); returns how many were removed."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
+
+import attrs
 
 
 def fixup_module_metadata(module_name: str, namespace: dict[str, Any]) -> None:
@@ -20,6 +23,12 @@ def fixup_module_metadata(module_name: str, namespace: dict[str, Any]) -> None:
         mod = getattr(obj, "__module__", None)
         if mod is None or not mod.startswith("actorq."):
             return
+        if isinstance(obj, type) and attrs.has(obj):
+            # String annotations are resolved in the defining module's namespace, which the
+            # new __module__ would hide from cattrs and typing.get_type_hints. Classes that
+            # name types imported only for type checking are never structured; skip them.
+            with contextlib.suppress(NameError):
+                attrs.resolve_types(obj)
         try:
             obj.__module__ = module_name
         except (AttributeError, TypeError):

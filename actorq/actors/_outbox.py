@@ -14,6 +14,7 @@ import logging
 
 import attrs
 import trio
+import trio_util
 
 from .._errors import NotConnected, PublishFailed
 from ..broker import Broker, ConnectionState, Message, PubAck
@@ -60,11 +61,18 @@ class Outbox:
         while True:
             # Take nothing out of the mailbox while disconnected: the waiting requests are the
             # buffer, and its overflow policy must see all of them.
-            await self.broker.connection.wait_value(ConnectionState.CONNECTED)
-            try:
-                first = await inbox.receive()
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                return
+            connection = self.broker.connection
+            await connection.wait_value(ConnectionState.CONNECTED)
+            first: Publish | None = None
+            async with trio_util.move_on_when(
+                connection.wait_value, lambda state: state is not ConnectionState.CONNECTED
+            ):
+                try:
+                    first = await inbox.receive()
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    return
+            if first is None:
+                continue
             batch = [first]
             count = len(first.messages)
             while count < MAX_BATCH:

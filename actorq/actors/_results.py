@@ -59,9 +59,12 @@ class ResultRouter:
         self.epoch = 0
         """Increments whenever the subscription may have missed results (a reconnect)."""
 
-    def expect(self, task_id: str) -> PendingResult:
-        """The pending result of ``task_id``, registered so the router routes it there."""
-        pending = self._pending.get(task_id)
+    def expect(self, task_id: str, *, again: bool = False) -> PendingResult:
+        """The pending result of ``task_id``, registered so the router routes it there.
+
+        ``again``: the task runs again (requeued), so an outcome already known is stale.
+        """
+        pending = None if again else self._pending.get(task_id)
         if pending is None:
             pending = PendingResult(task_id, epoch=self.epoch)
             self._pending[task_id] = pending
