@@ -59,8 +59,10 @@ class QueueActor:
         self.slots = slots
         self.share = share
         self.prepare = prepare
-        self.backlog = trio_util.AsyncBool(True)
+        self.backlog = True
         """Whether the last delivery said more messages were waiting."""
+        self.batches = trio_util.AsyncValue(0)
+        """Batches received so far (observable: each one used up credits)."""
         self.received = 0
 
     async def run(self, *, task_status: trio.TaskStatus[QueueActor] = trio.TASK_STATUS_IGNORED) -> None:
@@ -80,9 +82,11 @@ class QueueActor:
         """Turn free slots into pull credits, up to this queue's share."""
         async with trio_util.move_on_when(stopped):
             while True:
-                want = (self.share if self.backlog.value else 1) - subscription.credits
+                batches_seen = self.batches.value
+                want = (self.share if self.backlog else 1) - subscription.credits
                 if want <= 0:
-                    await self.backlog.wait_transition()
+                    # Credits are only used up by deliveries: wait for the next batch.
+                    await self.batches.wait_value(lambda seen: seen != batches_seen)
                     continue
                 taken = await self.credits.acquire(want)
                 subscription.request(taken)
@@ -91,9 +95,10 @@ class QueueActor:
         while True:
             batch = await subscription.receive()
             for delivery in batch:
-                self.received += 1
                 self.slots.submit(delivery)
-            self.backlog.value = batch[-1].num_pending > 0
+            self.received += len(batch)
+            self.backlog = batch[-1].num_pending > 0
+            self.batches.value += 1
 
     async def _give_back(self, subscription: PullSubscription) -> None:
         """Nak whatever arrives for credits granted before the stop (shielded, bounded)."""

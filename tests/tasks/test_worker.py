@@ -200,6 +200,7 @@ async def test_enqueues_wait_in_a_bounded_buffer_while_disconnected(
                 all_settled.set()
 
         memory.disconnect()  # type: ignore[attr-defined]
+        await trio.testing.wait_all_tasks_blocked()  # the outbox has seen it
         async with trio.open_nursery() as producers:
             for n in range(3):
                 producers.start_soon(enqueue, n)
