@@ -23,7 +23,6 @@ from actorq.broker import (
     MSG_ID,
     SCHEDULE,
     SCHEDULE_TARGET,
-    SCHEDULE_TTL,
     TTL,
     CaughtUp,
     ConnectionState,
@@ -37,7 +36,6 @@ from actorq.broker import (
     StreamConfig,
 )
 from actorq.broker._memory import MemoryBroker, memory_broker, open_memory_broker
-from actorq.broker._schedule import format_rfc3339
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -227,141 +225,6 @@ async def test_an_inactive_consumer_is_deleted(
     await trio.sleep(1)
     with pytest.raises(NotFound):
         await broker.consumer_info("T", "idle")
-
-
-# --- schedules ------------------------------------------------------------------------------
-
-
-async def test_a_schedule_a_day_ahead_fires_at_its_time_in_milliseconds(
-    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
-) -> None:
-    await tasks(broker)
-    at = round(broker.now()) + 86400
-    real_start = time.monotonic()
-    await schedule(broker, "one", f"@at {format_rfc3339(at)}", b"tomorrow", **{"X-Trace": "1"})
-    delivery = await next_delivery(broker)
-    assert broker.now() == pytest.approx(at, abs=1e-6)
-    assert time.monotonic() - real_start < 1.0
-    assert delivery.subject == "t.task.fired"
-    assert delivery.data == b"tomorrow"
-    assert delivery.timestamp == pytest.approx(at, abs=1e-6)
-    assert dict(delivery.headers) == {
-        "X-Trace": "1",
-        "Nats-Scheduler": "t.sched.one",
-        "Nats-Schedule-Next": "purge",
-    }
-    assert await broker.get_last("T", "t.sched.one") is None  # a one-shot schedule is removed
-
-
-async def test_an_at_schedule_in_the_past_fires_at_once(
-    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
-) -> None:
-    await tasks(broker)
-    start = trio.current_time()
-    await schedule(broker, "late", f"@at {format_rfc3339(broker.now() - 3600)}", b"late")
-    assert (await next_delivery(broker)).data == b"late"
-    assert trio.current_time() == start
-
-
-async def test_every_fires_repeatedly_on_whole_seconds(
-    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
-) -> None:
-    await tasks(broker)
-    published = broker.now()
-    await schedule(broker, "tick", "@every 1h", b"tick")
-    first = round(published) + 3600  # the server counts from the publish time, rounded
-    for n in range(3):
-        delivery = await next_delivery(broker)
-        assert broker.now() == pytest.approx(first + n * 3600, abs=1e-6)
-        assert delivery.headers["Nats-Schedule-Next"] == format_rfc3339(first + (n + 1) * 3600)
-        await broker.ack(delivery)
-    assert (await broker.get_last("T", "t.sched.tick")) is not None  # the schedule stays
-
-
-async def test_cron_fires_on_its_ticks(
-    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
-) -> None:
-    await tasks(broker)
-    await schedule(broker, "cron", "0 */15 * * * *", b"quarter")
-    times = []
-    for _ in range(4):
-        delivery = await next_delivery(broker)
-        times.append(broker.now())
-        await broker.ack(delivery)
-    assert all(t == pytest.approx(round(t / 900) * 900, abs=1e-6) for t in times)
-    assert [round(b - a) for a, b in zip(times, times[1:], strict=False)] == [900, 900, 900]
-
-
-async def test_a_cron_schedule_in_a_time_zone(
-    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
-) -> None:
-    await tasks(broker)
-    await schedule(
-        broker, "tz", "0 0 9 * * *", b"nine", **{"Nats-Schedule-Time-Zone": "Asia/Kolkata"}
-    )
-    delivery = await next_delivery(broker)
-    assert round(broker.now()) % 86400 == 3 * 3600 + 30 * 60  # 09:00 IST is 03:30 UTC
-    assert delivery.headers["Nats-Schedule-Next"].endswith("T09:00:00+05:30")
-
-
-async def test_plain_subscribers_do_not_see_what_a_schedule_publishes(
-    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
-) -> None:
-    await tasks(broker)
-    async with broker.subscribe("t.>") as messages, aclosing(aiter(messages)) as it:
-        await schedule(broker, "one", f"@at {format_rfc3339(broker.now() + 10)}", b"x")
-        assert (await anext(it)).subject == "t.sched.one"  # the publish itself
-        await next_delivery(broker)  # fired, stored, delivered...
-        await broker.publish_core(Message("t.other", b"marker"))
-        assert (await anext(it)).subject == "t.other"  # ...but never seen by subscribers
-
-
-async def test_a_schedule_ttl_and_source(
-    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
-) -> None:
-    await tasks(broker, allow_msg_ttl=True)
-    await broker.publish(Message("t.sched.latest", b"sampled", {"K": "v"}))
-    await schedule(
-        broker,
-        "s",
-        "@every 1m",
-        b"own",
-        **{SCHEDULE_TTL: "5m", "Nats-Schedule-Source": "t.sched.latest"},
-    )
-    delivery = await next_delivery(broker)
-    assert (delivery.data, delivery.headers["K"], delivery.headers[TTL]) == (b"sampled", "v", "5m")
-
-
-async def test_a_schedule_message_with_a_ttl_stops_the_schedule(
-    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
-) -> None:
-    await tasks(broker, allow_msg_ttl=True)
-    await schedule(broker, "short", "@every 10s", b"x", **{TTL: "25"})
-    start, fired = trio.current_time(), []
-    while got := await broker.fetch("T", "workers", 1, expires=120.0):
-        fired.append(trio.current_time() - start)
-        await broker.ack(got[0])
-    # Fires on whole wall-clock seconds 10 and 20 s after the publish; the schedule message
-    # expired 25 s after it, so there is no third.
-    assert len(fired) == 2
-    assert 9.5 <= fired[0] <= 10.5
-    assert fired[1] - fired[0] == pytest.approx(10.0)
-    assert broker.statistics().schedules == 0
-
-
-async def test_a_bad_schedule_is_refused_with_the_reason(broker: MemoryBroker) -> None:
-    await tasks(broker)
-    with pytest.raises(PublishFailed, match=r"pattern is invalid.*'0 0 24 \* \* \*'.*hour"):
-        await schedule(broker, "bad", "0 0 24 * * *")
-    with pytest.raises(PublishFailed, match="target is invalid"):
-        await broker.publish(Message("t.sched.x", b"", {SCHEDULE: "@hourly"}))
-    with pytest.raises(PublishFailed, match="time zone is invalid"):
-        await schedule(broker, "tz", "@daily", **{"Nats-Schedule-Time-Zone": "Mars/Olympus"})
-    await broker.ensure_stream(StreamConfig("PLAIN", ("plain.>",)))
-    with pytest.raises(PublishFailed, match="schedules is disabled"):
-        await broker.publish(
-            Message("plain.x", b"", {SCHEDULE: "@hourly", SCHEDULE_TARGET: "plain.y"})
-        )
 
 
 # --- dedupe, limits, expiry ----------------------------------------------------------------
