@@ -1,10 +1,11 @@
 """The memory broker on its own: exact virtual times under ``autojump_clock``.
 
 Everything time-based in the memory broker runs on trio's clock, so these tests assert the
-instants themselves (a redelivery at exactly the ack wait, a schedule at exactly its time) and
+instants themselves (a redelivery at exactly the ack wait, a key gone at exactly its TTL) and
 run hours of simulated time in milliseconds of real time. Behaviour both brokers share is in
-``test_conformance.py``; this file covers what only the memory broker can show exactly, and
-its own extras (the registry by name, disconnect simulation, statistics).
+``test_conformance.py``, schedules firing in ``test_schedule.py``; this file covers what only
+the memory broker can show exactly, and its own extras (the registry by name, disconnect
+simulation, statistics).
 """
 
 from __future__ import annotations
