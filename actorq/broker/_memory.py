@@ -1,20 +1,15 @@
 """The memory broker: JetStream's semantics in pure trio, in one process.
 
 ``open_broker("memory://NAME")`` opens the broker registered under NAME in the current trio
-run; every opener of the name shares it (a producer and a worker in one test talk through it)
-and the last one to leave discards it, so a fresh name is a fresh broker. It is a product
-feature, not a mock: streams, durable pull consumers, acks, KV buckets and schedules mean what
-they mean on nats-server, and the broker conformance suite runs against both.
+run; every opener of the name shares it and the last one to leave discards it. It is a product
+feature, not a mock: streams, consumers, acks, KV buckets and schedules mean what they mean on
+nats-server, and one conformance suite runs against both. Time runs on trio's clock
+(`_memory_time`), so under ``autojump_clock`` hours of retries pass in milliseconds.
 
-Time runs on trio's clock (see `_memory_time`), so tests under ``autojump_clock`` pass hours of
-ack waits, nak delays, TTLs and schedules in milliseconds. `MemoryBroker.disconnect` and
-`MemoryBroker.reconnect` simulate a lost connection for the layers above.
-
-The work is split by job: `_memory_stream` (storage, limits, expiry, schedules),
-`_memory_headers` (what publish headers ask for), `_memory_config` (what configs the server
-accepts), `_memory_consumer` (deliveries and acks), `_memory_subscriptions` (receiving ends),
-`_memory_kv` (buckets), `_memory_time` (the clock); this module is the `Broker` surface:
-lookups, the connection and the registry.
+One job per module: `_memory_stream` (storage, limits, expiry, schedules), `_memory_headers`
+(publish headers), `_memory_config` (config checks), `_memory_consumer` (deliveries, acks),
+`_memory_subscriptions` (receiving ends), `_memory_kv` (buckets), `_memory_time` (the clock);
+this module is the `Broker` surface: lookups, the connection and the registry.
 """
 
 from __future__ import annotations
