@@ -6,7 +6,8 @@ subscribers on ``$KV.>`` see them, as on the server): a delete is a ``KV-Operati
 marker, a purge a ``KV-Operation: PURGE`` marker that rolls up the key's history; create and
 update are publishes with ``Nats-Expected-Last-Subject-Sequence`` (0, or the revision), and a
 create over a deleted key retries against the marker's revision, like nats.go and nats-py.
-Per-key TTL is ``Nats-TTL`` on the write, so only a write with a TTL (re)starts it; with
+Per-key TTL is ``Nats-TTL`` on the write: a write with a TTL (re)starts it, a write without
+one is a revision that never expires (measured on the server, like the rest); with
 ``allow_per_key_ttl`` the bucket also gets a one-second subject delete marker TTL, so a key
 that expires leaves a purge marker watches see (nats-py's ``limit_marker_ttl``).
 """
