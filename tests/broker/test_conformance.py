@@ -676,3 +676,16 @@ async def test_get_next_pages_through_a_stream(broker: Broker, namespace: str) -
     assert on_b is not None and on_b.seq == 4
     assert await broker.get_next(stream, 2, f"{prefix}.result.*") is not None
     assert await broker.get_next(stream, 5) is None
+
+
+async def test_get_next_pages_through_a_stream(broker: Broker, namespace: str) -> None:
+    stream, prefix = names(namespace)
+    await broker.ensure_stream(StreamConfig(name=stream, subjects=(f"{prefix}.>",)))
+    for subject in ("a", "b", "a"):
+        await broker.publish(Message(f"{prefix}.{subject}", subject.encode()))
+    first = await broker.get_next(stream, 1)
+    on_a = await broker.get_next(stream, 2, f"{prefix}.a")
+    assert first is not None
+    assert on_a is not None
+    assert (first.seq, on_a.seq, on_a.data) == (1, 3, b"a")
+    assert await broker.get_next(stream, 4) is None
