@@ -3,8 +3,9 @@
 Trio side only: every method validates its arguments, then hands the work to loop-side code
 (`_jetstream_wire` for the hot path, `_jetstream_pull` for credit-based pulls,
 `_jetstream_admin` for streams and consumers, `_jetstream_kv` for buckets) with one
-`Bridge.call` or `Bridge.cast`. Acks, naks, terms and progress are casts: queued in order
-behind everything asked before them, never waited for (the server does not answer them).
+`Bridge.call` or `Bridge.cast`. Acks, naks, terms and progress go on the wire's reply lane:
+appended to a deque, with one cast per batch to write them, never waited for (the server does
+not answer them).
 
 Options beyond nats-py's (all keyword-only, popped before ``connect``):
 
