@@ -660,7 +660,9 @@ async def test_a_kv_watch_sees_a_key_expire(broker: Broker, namespace: str) -> N
     assert await broker.kv_get(namespace, "lease") is None
 
 
-async def test_get_next_skips_deleted_messages_and_filters_by_subject(broker: Broker, namespace: str) -> None:
+async def test_get_next_skips_deleted_messages_and_filters_by_subject(
+    broker: Broker, namespace: str
+) -> None:
     stream, prefix = names(namespace)
     await broker.ensure_stream(StreamConfig(name=stream, subjects=(f"{prefix}.result.>",)))
     for subject in ("a", "b", "a", "b"):
