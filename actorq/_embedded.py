@@ -45,6 +45,38 @@ DEFAULT_READY_TIMEOUT = 20.0
 DEFAULT_STOP_GRACE = 5.0
 
 
+# A tiny sentinel started beside each server. It blocks reading a pipe that only this
+# process holds; when this process dies (however: SIGKILL, OOM, a killed test run) the pipe
+# closes, the read returns empty, and the server gets SIGTERM instead of living on as an
+# orphan. A clean stop sends "stop" first, and the sentinel exits without touching anything.
+_SENTINEL = 'read -r line; [ "$line" = stop ] || kill -TERM "$1" 2>/dev/null'
+
+
+async def _open_sentinel(pid: int) -> trio.Process:
+    return await trio.lowlevel.open_process(
+        ["/bin/sh", "-c", _SENTINEL, "actorq-sentinel", str(pid)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        process_group=0,
+    )
+
+
+async def _dismiss(sentinel: trio.Process) -> None:
+    """Tell the sentinel its server was stopped on purpose, and reap it. Callers shield."""
+    assert sentinel.stdin is not None
+    try:
+        await sentinel.stdin.send_all(b"stop\n")
+        await sentinel.stdin.aclose()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # already gone
+    with trio.move_on_after(1.0):
+        await sentinel.wait()
+    if sentinel.returncode is None:
+        sentinel.kill()
+        await sentinel.wait()
+
+
 async def _halt(process: trio.Process, drained: trio.Event, grace: float) -> None:
     """Terminate, wait up to ``grace``, kill; then wait for the log to be read to its end.
 
@@ -80,6 +112,7 @@ class EmbeddedServer:
         self._process: trio.Process | None = None
         self._scanner = LogScanner(clustered=spec.clustered)
         self._drained = trio.Event()
+        self._sentinel: trio.Process | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -153,6 +186,7 @@ class EmbeddedServer:
             return
         with trio.CancelScope(shield=True):
             await _halt(process, self._drained, self._stop_grace)
+            await self._dismiss_sentinel()
 
     async def kill(self) -> None:
         """SIGKILL the server (no clean shutdown: what a crash looks like to clients and to a
@@ -163,8 +197,14 @@ class EmbeddedServer:
         process.kill()
         with trio.CancelScope(shield=True):
             await process.wait()
+            await self._dismiss_sentinel()
             with trio.move_on_after(self._stop_grace):
                 await self._drained.wait()
+
+    async def _dismiss_sentinel(self) -> None:
+        sentinel, self._sentinel = self._sentinel, None
+        if sentinel is not None:
+            await _dismiss(sentinel)
 
     async def restart(self) -> None:
         """Stop the server if it runs, then start it again on the same ports, name and store.
@@ -197,6 +237,7 @@ class EmbeddedServer:
         self._process, self._scanner, self._drained = process, scanner, drained
         self._nursery.start_soon(self._drain, process, scanner, settled, drained)
         try:
+            self._sentinel = await _open_sentinel(process.pid)
             with trio.move_on_after(self._ready_timeout):
                 await settled.wait()
             if scanner.ready and scanner.client_port is not None:
@@ -220,9 +261,11 @@ class EmbeddedServer:
         except BaseException:
             with trio.CancelScope(shield=True):
                 await _halt(process, drained, self._stop_grace)
+                await self._dismiss_sentinel()
             raise
         with trio.CancelScope(shield=True):
             await _halt(process, drained, self._stop_grace)
+            await self._dismiss_sentinel()
         raise start_failure(
             spec,
             scanner,

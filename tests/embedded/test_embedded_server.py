@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -62,6 +64,40 @@ async def test_a_node_answers_a_client_and_stops_when_its_block_is_cancelled() -
         assert pid is not None
         assert not pid_exists(pid)
         assert not store.exists()
+
+
+OWNER = """
+import trio, actorq
+async def main():
+    async with actorq.start_server() as server:
+        print(server.pid, flush=True)
+        await trio.sleep_forever()
+trio.run(main)
+"""
+
+
+async def test_a_server_does_not_outlive_its_owner_killed_with_sigkill() -> None:
+    with trio.fail_after(10):
+        owner = await trio.lowlevel.open_process(
+            [sys.executable, "-c", OWNER], stdout=subprocess.PIPE
+        )
+        try:
+            assert owner.stdout is not None
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = await owner.stdout.receive_some()
+                assert chunk, "the owner exited before its server was ready"
+                line += chunk
+            server_pid = int(line)
+            # Not our child, so no wait(): a pidfd becomes readable when the process exits.
+            pidfd = os.pidfd_open(server_pid)
+        finally:
+            owner.kill()  # no cleanup can run: only the sentinel stops the server
+            await owner.wait()
+        try:
+            await trio.lowlevel.wait_readable(pidfd)
+        finally:
+            os.close(pidfd)
 
 
 async def test_cancelled_while_starting_leaves_no_process(tmp_path: Path) -> None:
