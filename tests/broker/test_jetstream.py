@@ -89,7 +89,8 @@ async def test_cancelling_a_caller_cancels_the_asyncio_side(nats_url: str) -> No
                 await bridge.call(sleep_long)
             assert trio.current_time() - started < 1.0
             await cancelled.wait()
-        assert bridge.statistics().loop_tasks == 0
+            while bridge.statistics().loop_tasks:  # the task ends just after it reports
+                await trio.sleep(0.01)
 
 
 async def test_a_cancelled_fetch_returns_at_once_and_the_broker_keeps_working(
