@@ -22,11 +22,6 @@ from ._stop import current_stop_signal
 
 logger = logging.getLogger("actorq.worker")
 
-GIVE_BACK_WINDOW = 0.2
-"""Seconds a stopping QueueActor keeps receiving (and naking) deliveries for credits it had
-already granted."""
-
-
 class QueueActor:
     """Consumes one queue for one worker.
 
@@ -76,7 +71,7 @@ class QueueActor:
                 async with trio_util.move_on_when(stop.wait):
                     await self._receive(subscription)
                 nursery.cancel_scope.cancel()
-            await self._give_back(subscription)
+        # Closing the subscription gives back (naks) what it received and we did not take.
 
     async def _grant(self, subscription: PullSubscription, stopped: Callable[[], Awaitable[None]]) -> None:
         """Turn free slots into pull credits, up to this queue's share."""
@@ -99,13 +94,6 @@ class QueueActor:
             self.received += len(batch)
             self.backlog = batch[-1].num_pending > 0
             self.batches.value += 1
-
-    async def _give_back(self, subscription: PullSubscription) -> None:
-        """Nak whatever arrives for credits granted before the stop (shielded, bounded)."""
-        with trio.CancelScope(shield=True), trio.move_on_after(GIVE_BACK_WINDOW):
-            while subscription.credits > 0:
-                for delivery in await subscription.receive():
-                    await self.broker.nak(delivery)
 
     async def _reensure_after_reconnect(self) -> None:
         async with aclosing(self.broker.connection.transitions()) as transitions:
