@@ -24,6 +24,7 @@ from ._handle import TaskHandle
 from ._names import ORIGIN_LENGTH, TASK_ID_LENGTH, validate_task_id
 from ._task import BoundCall, Task, remote_task
 from ._wire import task_headers
+from .kv._client_api import CoordinationApi
 from .actors import ActorRef, ChildSpec, Overflow, Shutdown, Supervisor
 from .actors._outbox import Outbox, Publish
 from .actors._results import ResultRouter
@@ -155,8 +156,12 @@ async def connect(
                 nursery.cancel_scope.cancel()
 
 
-class Client:
-    """A connection of one app to NATS: enqueue tasks and await results. From `connect`."""
+class Client(CoordinationApi):
+    """A connection of one app to NATS: enqueue tasks and await results. From `connect`.
+
+    Coordination primitives on the same connection (typed KV, locks, leader election, ...)
+    come from `CoordinationApi`.
+    """
 
     def __init__(
         self,
