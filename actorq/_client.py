@@ -8,9 +8,7 @@ NATS is unreachable). Several clients may live in one process.
 
 from __future__ import annotations
 
-import itertools
 import os
-import secrets
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, ParamSpec, TypeVar, overload
@@ -21,28 +19,18 @@ from ._app import App
 from ._dlq import DeadLetterQueue
 from ._errors import MailboxFull, PublishFailed, TaskDropped
 from ._handle import TaskHandle
-from ._names import ORIGIN_LENGTH, TASK_ID_LENGTH, validate_task_id
-from ._task import BoundCall, Task, remote_task
-from ._wire import task_headers
+from ._names import TaskIds, new_origin, validate_task_id
+from ._streams import app_stream_configs
+from ._task import BoundCall, Task, resolve_task
+from ._wire import task_id_for, task_message
 from .kv._client_api import CoordinationApi
 from .actors import ActorRef, ChildSpec, Overflow, Shutdown, Supervisor
 from .actors._outbox import Outbox, Publish
 from .actors._results import ResultRouter
-from .broker import (
-    MSG_ID,
-    Broker,
-    Message,
-    PubAck,
-    Retention,
-    StreamConfig,
-    open_broker,
-)
+from .broker import Broker, Message, PubAck, open_broker
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-DLQ_MAX_AGE = 7 * 24 * 3600.0
-DEDUPE_WINDOW = 120.0
 
 _ENV_OPTIONS = {
     "ACTORQ_USER": "user",
@@ -72,35 +60,8 @@ async def _local_node_url() -> str:
 
 async def ensure_app_streams(broker: Broker, app: App) -> None:
     """Create (or update) the app's task, result and dead-letter streams. Idempotent."""
-    layout = app.layout
-    await broker.ensure_stream(
-        StreamConfig(
-            name=layout.tasks_stream,
-            subjects=(layout.task_subjects, layout.schedule_subjects),
-            retention=Retention.WORK_QUEUE,
-            replicas=app.replicas,
-            duplicate_window=DEDUPE_WINDOW,
-            allow_msg_schedules=True,
-        )
-    )
-    await broker.ensure_stream(
-        StreamConfig(
-            name=layout.results_stream,
-            subjects=(layout.result_subjects,),
-            replicas=app.replicas,
-            max_age=app.result_ttl,
-            max_msgs_per_subject=1,
-            allow_msg_ttl=True,
-        )
-    )
-    await broker.ensure_stream(
-        StreamConfig(
-            name=layout.dlq_stream,
-            subjects=(layout.dlq_subjects,),
-            replicas=app.replicas,
-            max_age=DLQ_MAX_AGE,
-        )
-    )
+    for config in app_stream_configs(app):
+        await broker.ensure_stream(config)
 
 
 @asynccontextmanager
@@ -136,7 +97,7 @@ async def connect(
     options = {} if resolved.startswith("memory:") else nats_options_from_env(nats_options)
     async with open_broker(resolved, **options) as broker:
         await ensure_app_streams(broker, app)
-        origin = secrets.token_hex(ORIGIN_LENGTH // 2)
+        origin = new_origin()
         router = ResultRouter(broker, app.layout, origin)
         outbox = Outbox(broker, capacity=buffer, overflow=overflow)
         runtime = Supervisor(
@@ -181,7 +142,7 @@ class Client(CoordinationApi):
         self._outbox = outbox
         self._origin = origin
         self._overflow = overflow
-        self._ids = itertools.count(secrets.randbits(32))
+        self._ids = TaskIds(origin)
         self.dlq = DeadLetterQueue(self)
         """The app's dead-letter queue: list, requeue, purge."""
 
@@ -190,8 +151,7 @@ class Client(CoordinationApi):
 
     def new_task_id(self) -> str:
         """A fresh task id: this client's origin, then a counter."""
-        suffix = f"{next(self._ids):0{TASK_ID_LENGTH - ORIGIN_LENGTH}x}"
-        return self._origin + suffix[-(TASK_ID_LENGTH - ORIGIN_LENGTH) :]
+        return self._ids.next()
 
     async def purge_queue(self, queue: str) -> int:
         """Remove every task waiting in ``queue``; returns how many were removed."""
@@ -201,12 +161,7 @@ class Client(CoordinationApi):
     def resolve_task(self, task: Task[P, R] | str) -> Task[P, R]:
         """A task object for ``task``: itself, the app's task of that name, or a remote reference
         (default queue) for a name this app does not register."""
-        if isinstance(task, Task):
-            return task
-        if isinstance(task, str):
-            registered = self.app.lookup(task)
-            return registered if registered is not None else remote_task(task)  # type: ignore[return-value]
-        raise TypeError(f"expected a task or a task name, got {task!r}")
+        return resolve_task(self.app, task)
 
     @overload
     async def enqueue(self, task: Task[P, R], /, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]: ...
@@ -274,10 +229,8 @@ class Client(CoordinationApi):
         messages: list[Message] = []
         for call in calls:
             task = call.task
-            task_id = self.new_task_id()
-            headers = task_headers(task, task_id, now=now)
-            headers[MSG_ID] = task_id
-            messages.append(Message(layout.task_subject(task.queue, task.name), call.payload, headers))
+            task_id = task_id_for(layout, task, self.new_task_id)
+            messages.append(task_message(layout, call, task_id, now=now))
             handles.append(
                 TaskHandle(self._router, self._router.expect(task_id), task.name, task.return_type)
             )

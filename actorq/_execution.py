@@ -43,6 +43,7 @@ from ._wire import (
     TaskEnvelope,
     encode_payload_text,
     parse_task_message,
+    schedule_at,
     queue_of_subject,
 )
 from .broker import MSG_ID, SCHEDULE, SCHEDULE_TARGET, TTL, Broker, Delivery, Message
@@ -380,12 +381,10 @@ class Executor:
             return
         # Ack and republish as a server-fired schedule: a long wait must not hold a slot of
         # max_ack_pending. The schedule subject is unique so it replaces no other schedule.
-        at = dt.datetime.fromtimestamp(self.broker.now() + delay, dt.UTC)
         schedule_id = uuid.uuid4().hex
         headers = dict(delivery.headers)
-        headers.pop(MSG_ID, None)
         headers[H_ATTEMPT] = str(attempt)
-        headers[SCHEDULE] = f"@at {at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
+        headers[SCHEDULE] = schedule_at(self.broker.now() + delay)
         headers[SCHEDULE_TARGET] = delivery.subject
         headers[MSG_ID] = f"retry:{envelope.id}:{attempt}"
         await self.broker.publish(

@@ -7,9 +7,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
 import trio
 
-from . import _codec
-from ._errors import ResultTimeout, TaskCancelled, TaskFailed
-from ._wire import Kind, ResultRecord
+from ._errors import ResultTimeout
+from ._wire import ResultRecord, result_value
 
 if TYPE_CHECKING:
     from .actors._results import PendingResult, ResultRouter
@@ -70,30 +69,7 @@ class TaskHandle(Generic[R]):
             ResultTimeout: no result within ``timeout``.
         """
         record = await self.outcome(timeout=timeout)
-        if record.status == "succeeded":
-            try:
-                value: R = _codec.from_json(record.value, self._return_type)
-            except Exception as error:
-                raise TaskFailed(
-                    task_id=self.id,
-                    task=self.task,
-                    kind=Kind.DECODE,
-                    message=(
-                        "the result does not match the return annotation: "
-                        + _codec.describe_structure_error(error)
-                    ),
-                    attempts=record.attempts,
-                ) from None
-            return value
-        error = record.error
-        if record.status == "cancelled":
-            raise TaskCancelled(f"task {self.task} ({self.id}) was cancelled")
-        raise TaskFailed(
-            task_id=self.id,
-            task=self.task,
-            kind=error.kind if error else Kind.ERROR,
-            message=error.message if error else "unknown failure",
-            type=error.type if error else "",
-            remote_traceback=error.traceback if error else "",
-            attempts=record.attempts,
+        value: R = result_value(
+            record, task_id=self.id, task=self.task, return_type=self._return_type
         )
+        return value

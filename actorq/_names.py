@@ -8,7 +8,10 @@ task name may not contain, which keeps the encoding one-to-one).
 
 from __future__ import annotations
 
+import itertools
+import hashlib
 import re
+import secrets
 
 import attrs
 
@@ -87,15 +90,24 @@ class Layout:
         return f"{self.prefix}.task.>"
 
     def queue_subjects(self, queue: str) -> str:
-        """The filter of a queue's consumer: every task of the queue."""
+        """Every task of a queue, at every priority."""
         return f"{self.prefix}.task.{validate_queue(queue)}.>"
 
-    def task_subject(self, queue: str, task_name: str) -> str:
-        return f"{self.prefix}.task.{validate_queue(queue)}.{task_token(task_name)}"
+    def priority_subjects(self, queue: str, priority: int = 0) -> str:
+        """The filter of the consumer of one priority level of a queue.
 
-    def queue_consumer(self, queue: str) -> str:
-        """The durable consumer shared by every worker of a queue."""
-        return f"queue-{validate_queue(queue)}"
+        Level 0 is ``task.<queue>.<task>``; level N adds a token, ``task.<queue>.pN.<task>``,
+        so the levels' filters never overlap (required on a work-queue stream).
+        """
+        return f"{self.prefix}.task.{validate_queue(queue)}.{_level(priority)}*"
+
+    def task_subject(self, queue: str, task_name: str, priority: int = 0) -> str:
+        return f"{self.prefix}.task.{validate_queue(queue)}.{_level(priority)}{task_token(task_name)}"
+
+    def queue_consumer(self, queue: str, priority: int = 0) -> str:
+        """The durable consumer shared by every worker of a queue (one per priority level)."""
+        suffix = f"-p{priority}" if priority else ""
+        return f"queue-{validate_queue(queue)}{suffix}"
 
     # schedules: inside the tasks stream, outside every consumer's filter
 
@@ -140,6 +152,10 @@ class Layout:
         return f"{self.prefix}.dlq.{validate_queue(queue)}.{task_token(task_name)}"
 
 
+def _level(priority: int) -> str:
+    return f"p{priority}." if priority else ""
+
+
 # Task ids are 32 hex characters. The first ORIGIN_LENGTH are the minting client's origin, so a
 # client can receive the results of all its tasks through one subscription
 # (``result.<origin>.*``) while any process can still derive a task's result subject from its
@@ -157,3 +173,32 @@ def validate_task_id(task_id: str) -> str:
 
 def task_origin(task_id: str) -> str:
     return validate_task_id(task_id)[:ORIGIN_LENGTH]
+
+
+def keyed_task_id(namespace: str, task_name: str, key: str) -> str:
+    """The task id of a task enqueued with a dedupe or idempotency key: every enqueue with the
+    same key gets the same id (and so the same message id and the same result)."""
+    digest = hashlib.sha256(f"{namespace}\x00{task_name}\x00{key}".encode()).hexdigest()
+    return digest[:TASK_ID_LENGTH]
+
+
+def new_origin() -> str:
+    """A fresh random origin (12 hex characters) for a client or producer."""
+    return secrets.token_hex(ORIGIN_LENGTH // 2)
+
+
+class TaskIds:
+    """Mints the task ids of one client or producer: its origin, then a counter.
+
+    The counter starts at a random point, so ids stay unique even if an origin is reused.
+    """
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+        self._counter = itertools.count(secrets.randbits(32))
+
+    def next(self) -> str:
+        """A fresh task id."""
+        width = TASK_ID_LENGTH - ORIGIN_LENGTH
+        suffix = f"{next(self._counter):0{width}x}"
+        return self.origin + suffix[-width:]

@@ -8,82 +8,20 @@ confused with the task's own keyword arguments.
 
 from __future__ import annotations
 
-import datetime as dt
 import inspect
-import math
 import typing
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 import attrs
 
 from . import _codec
-from ._names import default_task_name, validate_queue, validate_task_name
-from ._retry import RetryPolicy
+from ._names import default_task_name, validate_task_name
+from ._options import TaskOptions, evolve_options
 from ._typecheck import check_value
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def _optional_seconds(name: str) -> Callable[[Any, Any, float | None], None]:
-    def check(instance: Any, attribute: Any, value: float | None) -> None:
-        if value is not None and not (
-            isinstance(value, int | float) and value > 0 and math.isfinite(value)
-        ):
-            raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
-
-    return check
-
-
-def _check_deadline(instance: Any, attribute: Any, value: dt.datetime | dt.timedelta | None) -> None:
-    if isinstance(value, dt.datetime) and value.tzinfo is None:
-        raise ValueError(
-            f"deadline must be timezone-aware (e.g. datetime.now(UTC) + timedelta(...)) or a"
-            f" timedelta from enqueue, got {value!r}"
-        )
-    if value is not None and not isinstance(value, dt.datetime | dt.timedelta):
-        raise ValueError(f"deadline must be a datetime or a timedelta, got {value!r}")
-
-
-@attrs.frozen(kw_only=True)
-class TaskOptions:
-    """How a task is enqueued and run. Change them with ``task.options(...)``.
-
-    Attributes:
-        queue: The queue (and so the workers) the task goes to.
-        retry: Retry policy; None uses the app's default.
-        timeout: Seconds one attempt may run before it is cancelled (kind ``timeout``).
-        deadline: An aware datetime after which the task fails without running (kind
-            ``deadline``), or a timedelta counted from the moment it is enqueued.
-        store_result: Keep the result in the results stream so late awaiters and other
-            processes can read it; False sends it only to live awaiters.
-        result_ttl: Seconds a stored result is kept; None uses the app's default.
-    """
-
-    queue: str = attrs.field(default="default", converter=validate_queue)
-    retry: RetryPolicy | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(RetryPolicy))
-    )
-    timeout: float | None = attrs.field(default=None, validator=_optional_seconds("timeout"))
-    deadline: dt.datetime | dt.timedelta | None = attrs.field(
-        default=None, validator=_check_deadline
-    )
-    store_result: bool = True
-    result_ttl: float | None = attrs.field(default=None, validator=_optional_seconds("result_ttl"))
-
-
-OPTION_NAMES = frozenset(a.name for a in attrs.fields(TaskOptions))
-
-
-def evolve_options(options: TaskOptions, changes: dict[str, Any]) -> TaskOptions:
-    unknown = sorted(set(changes) - OPTION_NAMES)
-    if unknown:
-        raise TypeError(
-            f"unknown task option(s) {', '.join(map(repr, unknown))}; valid options are"
-            f" {', '.join(sorted(OPTION_NAMES))}"
-        )
-    return attrs.evolve(options, **changes)
 
 
 @attrs.frozen(eq=False)
@@ -255,6 +193,28 @@ def remote_task(name: str, *, queue: str = "default", returns: type[R] | Any = A
         settings=TaskOptions(queue=queue),
         hints={"return": returns},
     )
+
+
+class TaskRegistry(Protocol):
+    """What `resolve_task` needs of an app: its tasks by name."""
+
+    def lookup(self, name: str) -> Task[Any, Any] | None: ...
+
+
+def resolve_task(app: TaskRegistry, task: Task[P, R] | str) -> Task[P, R]:
+    """A task object for ``task``: itself, the app's task of that name, or a remote reference
+    (default queue) for a name the app does not register.
+
+    Raises:
+        TypeError: ``task`` is neither a task nor a name.
+        ValueError: an invalid task name.
+    """
+    if isinstance(task, Task):
+        return task
+    if isinstance(task, str):
+        registered = app.lookup(task)
+        return registered if registered is not None else remote_task(task)  # type: ignore[return-value]
+    raise TypeError(f"expected a task or a task name, got {task!r}")
 
 
 AnyTask = Task[Any, Any]

@@ -12,15 +12,19 @@ from __future__ import annotations
 import base64
 import math
 import datetime as dt
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from . import _codec
-from ._names import Layout, validate_task_id, validate_task_name
+from ._errors import TaskCancelled, TaskFailed
+from ._names import Layout, keyed_task_id, validate_task_id, validate_task_name
 from ._retry import Backoff, RetryPolicy, qualified_name
-from ._task import Task
+from .broker import MSG_ID, Message
+
+if TYPE_CHECKING:
+    from ._task import BoundCall, Task
 
 H_TASK = "Actorq-Task"
 H_ID = "Actorq-Id"
@@ -34,6 +38,9 @@ H_RESULT = "Actorq-Result"
 """``stored`` (default) or ``live``: whether the result is kept in the results stream."""
 H_RESULT_TTL = "Actorq-Result-Ttl"
 H_STATUS = "Actorq-Status"
+H_IDEMPOTENCY = "Actorq-Idempotency-Key"
+H_CONCURRENCY = "Actorq-Concurrency"
+"""``<limit>:<key>``: at most ``limit`` tasks with this key run at once."""
 
 
 class Kind:
@@ -102,6 +109,51 @@ class DeadLetter:
         if self.payload_encoding == "base64":
             return base64.b64decode(self.payload)
         return self.payload.encode()
+
+
+def decode_result(data: bytes) -> ResultRecord:
+    """A `ResultRecord` from the JSON stored under a result subject."""
+    record: ResultRecord = _codec.converter.structure(_codec.loads(data), ResultRecord)
+    return record
+
+
+def result_value(record: ResultRecord, *, task_id: str, task: str, return_type: Any) -> Any:
+    """The value of a finished task, structured to ``return_type``; or the error it ended with.
+
+    Every kind of producer (the trio client, the asyncio and blocking producers) turns an
+    outcome into a value or an exception here, so they all raise the same errors.
+
+    Raises:
+        TaskFailed: the task failed for good, or its value does not fit ``return_type``
+            (kind ``decode``).
+        TaskCancelled: the task was cancelled.
+    """
+    if record.status == "succeeded":
+        try:
+            return _codec.from_json(record.value, return_type)
+        except Exception as error:
+            raise TaskFailed(
+                task_id=task_id,
+                task=task,
+                kind=Kind.DECODE,
+                message=(
+                    "the result does not match the return annotation: "
+                    + _codec.describe_structure_error(error)
+                ),
+                attempts=record.attempts,
+            ) from None
+    if record.status == "cancelled":
+        raise TaskCancelled(f"task {task} ({task_id}) was cancelled")
+    info = record.error
+    raise TaskFailed(
+        task_id=task_id,
+        task=task,
+        kind=info.kind if info else Kind.ERROR,
+        message=info.message if info else "unknown failure",
+        type=info.type if info else "",
+        remote_traceback=info.traceback if info else "",
+        attempts=record.attempts,
+    )
 
 
 def encode_payload_text(payload: bytes) -> tuple[str, str]:
@@ -175,7 +227,45 @@ def task_headers(
         headers[H_RESULT] = "live"
     if settings.result_ttl is not None:
         headers[H_RESULT_TTL] = repr(float(settings.result_ttl))
+    if settings.idempotency_key is not None:
+        headers[H_IDEMPOTENCY] = settings.idempotency_key
+    if settings.concurrency_key is not None:
+        headers[H_CONCURRENCY] = f"{settings.concurrency_limit}:{settings.concurrency_key}"
     return headers
+
+
+def task_id_for(layout: Layout, task: Task[Any, Any], new_id: Callable[[], str]) -> str:
+    """The id of a task about to be enqueued: fresh, or derived from its dedupe or
+    idempotency key so every enqueue with that key shares one id."""
+    key = task.settings.idempotency_key or task.settings.dedupe_key
+    if key is None:
+        return new_id()
+    return keyed_task_id(layout.namespace, task.name, key)
+
+
+def task_message(layout: Layout, call: BoundCall[Any], task_id: str, *, now: float) -> Message:
+    """The message that enqueues ``call`` as task ``task_id`` at ``now`` (the broker's clock):
+    on its queue's subject, or — when it must wait (``delay``/``at``) — as a schedule the
+    server fires onto that subject at its time. The task id doubles as the ``Nats-Msg-Id``,
+    so a publish retried after a lost ack is stored once."""
+    task, payload = call.task, call.payload
+    settings = task.settings
+    headers = task_headers(task, task_id, now=now)
+    headers[MSG_ID] = task_id
+    subject = layout.task_subject(settings.queue, task.name, settings.priority)
+    run_at = settings.run_at(now)
+    if run_at is None:
+        return Message(subject, payload, headers)
+    headers[SCHEDULE] = schedule_at(run_at)
+    headers[SCHEDULE_TARGET] = subject
+    return Message(layout.schedule_subject(task_id), payload, headers)
+
+
+def schedule_at(seconds: float) -> str:
+    """A ``Nats-Schedule`` firing once at ``seconds`` since the epoch (to the microsecond;
+    the server honours the fraction)."""
+    when = dt.datetime.fromtimestamp(seconds, dt.UTC)
+    return f"@at {when.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
 
 
 def _number(headers: Mapping[str, str], name: str) -> float | None:

@@ -125,7 +125,7 @@ class Worker:
         layout = self.client.app.layout
         consumer = ConsumerConfig(
             name=layout.queue_consumer(queue),
-            filter_subjects=(layout.queue_subjects(queue),),
+            filter_subjects=(layout.priority_subjects(queue),),
             ack_wait=self.ack_wait,
             max_ack_pending=self.max_ack_pending,
         )

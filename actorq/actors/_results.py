@@ -17,9 +17,8 @@ from contextlib import aclosing
 import attrs
 import trio
 
-from .. import _codec
 from .._names import Layout, task_origin
-from .._wire import ResultRecord
+from .._wire import ResultRecord, decode_result
 from ..broker import Broker, ConnectionState, CoreMessage
 
 logger = logging.getLogger("actorq.results")
@@ -39,11 +38,6 @@ class PendingResult:
         if self.record is None:
             self.record = record
             self.arrived.set()
-
-
-def decode_result(data: bytes) -> ResultRecord:
-    record: ResultRecord = _codec.converter.structure(_codec.loads(data), ResultRecord)
-    return record
 
 
 class ResultRouter:

@@ -102,7 +102,7 @@ async def test_a_crashed_worker_s_message_comes_back_after_ack_wait(
         # A worker that took the message and died: it never acks nor renews the lease.
         consumer = ConsumerConfig(
             name=app.layout.queue_consumer("default"),
-            filter_subjects=(app.layout.queue_subjects("default"),),
+            filter_subjects=(app.layout.priority_subjects("default"),),
             ack_wait=10.0,
         )
         async with open_broker(memory_url) as crashed:
