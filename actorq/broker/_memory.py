@@ -29,7 +29,7 @@ from ._memory_consumer import AckToken, MemConsumer, PullRequest
 from ._memory_headers import Refused, SequenceMismatch
 from ._memory_kv import MemoryKv
 from ._memory_stream import MemStream
-from ._memory_subscriptions import CoreSubscription, MemoryPullSubscription
+from ._memory_subscriptions import CoreSubscription, MemoryPullSubscription, give_back
 from ._memory_time import Engine, Waker
 from ._protocol import (
     ConnectionState,
@@ -334,6 +334,7 @@ class MemoryBroker(MemoryKv):
         target = self._consumer(stream, consumer)
         deadline = self._engine.now() + expires
         request = PullRequest(batch, Waker(self._engine))
+        cancelled = False
         try:
             target.add_request(request)
             while request.remaining > 0 and trio.current_time() < deadline:
@@ -342,9 +343,14 @@ class MemoryBroker(MemoryKv):
                     raise NotFound(f"consumer {consumer!r} on stream {stream!r} was deleted")
                 if not self._engine.connected:
                     raise NotConnected(f"memory broker {self.name!r} lost its connection")
+        except trio.Cancelled:
+            cancelled = True
+            raise
         finally:
             target.remove_request(request)
             request.waker.close()
+            if cancelled:
+                give_back(target, request.delivered)  # as the JetStream broker does
         if not request.delivered:
             await trio.lowlevel.checkpoint()
         return request.delivered

@@ -26,6 +26,14 @@ MAX_PENDING_MESSAGES = 512 * 1024
 pending limit; core NATS is at-most-once)."""
 
 
+def give_back(consumer: MemConsumer, deliveries: list[Delivery]) -> None:
+    """Nak deliveries that never reached their receiver (while disconnected a give-back is
+    lost, and the ack wait redelivers them instead)."""
+    if consumer.engine.connected and not consumer.deleted:
+        for delivery in list(deliveries):
+            consumer.nak(delivery.stream_seq, None)
+
+
 class MemoryPullSubscription:
     """Credit-based consumption of one durable consumer (see `PullSubscription`).
 
@@ -80,12 +88,14 @@ class MemoryPullSubscription:
         await trio.lowlevel.checkpoint()
 
     def close(self) -> None:
-        """Withdraw the standing request. Deliveries not yet received stay unacknowledged and
-        are redelivered after the ack wait, as with a client that went away."""
+        """Withdraw the standing request and give back (nak) deliveries not yet received, so
+        they are redelivered at once, as the JetStream broker does."""
         if not self._closed:
             self._closed = True
             self._consumer.remove_request(self._request)
             self._waker.close()
+            give_back(self._consumer, self._request.delivered)
+            self._request.delivered = []
 
 
 class CoreSubscription:

@@ -195,6 +195,23 @@ async def test_redeliveries_go_before_new_messages_and_num_pending_counts_down(
     ]
 
 
+async def test_deliveries_never_received_are_given_back_at_once(
+    broker: MemoryBroker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await tasks(broker, ack_wait=30.0)
+    async with broker.pull("T", "workers") as subscription:
+        subscription.request(1)
+        await broker.publish(Message("t.task.a", b"x"))  # delivered into the subscription...
+    start = trio.current_time()  # ...which closed before receiving it
+    again = await next_delivery(broker)
+    assert (again.num_delivered, trio.current_time()) == (2, start)
+    await broker.nak(again, delay=1.0)
+    with trio.move_on_after(5):
+        await broker.fetch("T", "workers", 2, expires=60.0)  # gets it at 1 s, cancelled at 5 s
+    assert (await next_delivery(broker)).num_delivered == 4
+    assert trio.current_time() == start + 5
+
+
 async def test_waiting_pull_requests_are_served_round_robin(
     broker: MemoryBroker, autojump_clock: trio.testing.MockClock
 ) -> None:
