@@ -21,6 +21,7 @@ from ._errors import (
     NotFound as NotFound,
     PublishFailed as PublishFailed,
     SupervisorGaveUp as SupervisorGaveUp,
+    WrongLastSequence as WrongLastSequence,
     WrongRevision as WrongRevision,
 )
 from ._app import App as App

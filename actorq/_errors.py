@@ -67,6 +67,19 @@ class PublishFailed(BrokerError):
     """The server refused a publish (no stream for the subject, wrong expectation, ...)."""
 
 
+class WrongLastSequence(PublishFailed):
+    """A publish's ``Nats-Expected-Last-Sequence`` / ``-Last-Subject-Sequence`` did not hold:
+    something else was written first (optimistic concurrency lost the race).
+
+    Attributes:
+        last_seq: The sequence the stream (or subject) actually has, when the server said.
+    """
+
+    def __init__(self, message: str, last_seq: int | None = None) -> None:
+        super().__init__(message)
+        self.last_seq = last_seq
+
+
 class InvalidUrl(BrokerError, ValueError):
     """A broker URL that actorq cannot use."""
 

@@ -17,14 +17,18 @@ existed at the start have been delivered.
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import TYPE_CHECKING, Any
 
 from nats.js import api as js_api
 
 from .._errors import KeyExists, NotFound, PublishFailed, WrongRevision
 from ._jetstream_admin import Admin, ApiError, ApiNotFound, nanos
-from ._jetstream_wire import ApiPublishFailed, Wire
+from ._jetstream_wire import (
+    LAST_SEQUENCE_PATTERN,
+    WRONGLAST_SEQUENCE_PATTERN,
+    ApiPublishFailed,
+    Wire,
+)
 from ._protocol import (
     EXPECTED_LAST_SUBJECT_SEQUENCE,
     ROLLUP,
@@ -48,8 +52,6 @@ if TYPE_CHECKING:
 
 KV_OPERATION = "KV-Operation"
 MARKER_REASON = "Nats-Marker-Reason"
-WRONG_LAST_SEQUENCE = (10071, 10164)
-_LAST_SEQUENCE = re.compile(r"wrong last sequence: (\d+)")
 _WATCH_INACTIVE_THRESHOLD = 30.0
 """Seconds the server keeps a watch's ephemeral consumer after the watch ends."""
 _MARKER_TTL = 1.0
@@ -195,7 +197,7 @@ class Kv:
             try:
                 return await self._write(bucket, key, value, headers)
             except ApiPublishFailed as exc:
-                if exc.err_code not in WRONG_LAST_SEQUENCE:
+                if exc.err_code not in WRONGLAST_SEQUENCE_PATTERN:
                     raise
             # Something is stored under the key: a live value, or a delete/expiry marker
             # that a create may replace (expecting the marker's revision).
@@ -236,9 +238,9 @@ class Kv:
 def _wrong_revision(
     exc: ApiPublishFailed, bucket: str, key: str, revision: int | None
 ) -> PublishFailed:
-    if exc.err_code not in WRONG_LAST_SEQUENCE:
+    if exc.err_code not in WRONGLAST_SEQUENCE_PATTERN:
         return exc
-    latest = _LAST_SEQUENCE.search(str(exc))
+    latest = LAST_SEQUENCE_PATTERN.search(str(exc))
     now = f"; the latest is {latest.group(1)}" if latest else ""
     return WrongRevision(
         f"KV bucket {bucket!r} key {key!r}: revision {revision} is not the latest{now}"

@@ -26,10 +26,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from .._errors import NotConnected, NotFound, PublishFailed
+from .._errors import NotConnected, NotFound, PublishFailed, WrongLastSequence
 from ._jetstream_codec import (
     EncodeError,
     parse_delivery,
@@ -378,10 +379,12 @@ def _puback_result(
         return PublishFailed(f"publish to {subject!r}: unreadable PubAck {data[:200]!r}")
     if isinstance(answer, PubAck):
         return answer
-    return ApiPublishFailed(
-        f"publish to {subject!r} refused: {answer.get('description', answer)}",
-        answer.get("err_code", 0),
-    )
+    description = f"publish to {subject!r} refused: {answer.get('description', answer)}"
+    err_code = answer.get("err_code", 0)
+    if err_code in WRONGLAST_SEQUENCE_PATTERN:
+        found = LAST_SEQUENCE_PATTERN.search(description)
+        return ApiWrongLastSequence(description, err_code, int(found.group(1)) if found else None)
+    return ApiPublishFailed(description, err_code)
 
 
 class ApiPublishFailed(PublishFailed):
@@ -390,6 +393,19 @@ class ApiPublishFailed(PublishFailed):
     def __init__(self, message: str, err_code: int) -> None:
         super().__init__(message)
         self.err_code = err_code
+
+
+class ApiWrongLastSequence(ApiPublishFailed, WrongLastSequence):
+    """The API refused a publish because an expected last sequence did not hold."""
+
+    def __init__(self, message: str, err_code: int, last_seq: int | None) -> None:
+        ApiPublishFailed.__init__(self, message, err_code)
+        self.last_seq = last_seq
+
+
+WRONGLAST_SEQUENCE_PATTERN = (10071, 10164)
+"""JetStream API error codes of a failed last-sequence expectation."""
+LAST_SEQUENCE_PATTERN = re.compile(r"wrong last sequence: (\d+)")
 
 
 class CoreSubscription:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from .._errors import PublishFailed
+from .._errors import WrongLastSequence
 from . import _subjects
 from ._protocol import (
     EXPECTED_LAST_SUBJECT_SEQUENCE,
@@ -44,13 +44,11 @@ SCHEDULE_NEXT = "Nats-Schedule-Next"
 MARKER_REASON = "Nats-Marker-Reason"
 
 
-class SequenceMismatch(PublishFailed):
+class SequenceMismatch(WrongLastSequence):
     """A publish's ``Nats-Expected-Last-*-Sequence`` did not hold."""
 
-    def __init__(self, message: str, last_seq: int) -> None:
-        super().__init__(message)
-        self.last_seq = last_seq
-        """The sequence the stream (or the subject) actually has."""
+    last_seq: int
+    """The sequence the stream (or the subject) actually has."""
 
 
 class Refused(Exception):

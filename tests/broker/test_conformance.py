@@ -15,8 +15,9 @@ from contextlib import aclosing
 import pytest
 import trio
 
-from actorq import KeyExists, NotFound, PublishFailed, WrongRevision
+from actorq import KeyExists, NotFound, PublishFailed, WrongLastSequence, WrongRevision
 from actorq.broker import (
+    EXPECTED_LAST_SUBJECT_SEQUENCE,
     MSG_ID,
     SCHEDULE,
     SCHEDULE_TARGET,
@@ -691,3 +692,23 @@ async def test_get_next_pages_through_a_stream(broker: Broker, namespace: str) -
     assert on_a is not None
     assert (first.seq, on_a.seq, on_a.data) == (1, 3, b"a")
     assert await broker.get_next(stream, 4) is None
+
+
+async def test_an_expected_last_subject_sequence_that_does_not_hold_is_refused(
+    broker: Broker, namespace: str
+) -> None:
+    stream, prefix = names(namespace)
+    await broker.ensure_stream(StreamConfig(name=stream, subjects=(f"{prefix}.>",)))
+    first = Message(f"{prefix}.outcome", b"first", {EXPECTED_LAST_SUBJECT_SEQUENCE: "0"})
+    ack = await broker.publish(first)
+    with pytest.raises(WrongLastSequence) as refused:
+        await broker.publish(
+            Message(f"{prefix}.outcome", b"second", {EXPECTED_LAST_SUBJECT_SEQUENCE: "0"})
+        )
+    assert refused.value.last_seq == ack.seq
+    [result] = await broker.publish_many(
+        [Message(f"{prefix}.outcome", b"third", {EXPECTED_LAST_SUBJECT_SEQUENCE: "0"})]
+    )
+    assert isinstance(result, WrongLastSequence)
+    stored = await broker.get_last(stream, f"{prefix}.outcome")
+    assert stored is not None and stored.data == b"first"
