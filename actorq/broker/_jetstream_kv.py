@@ -25,7 +25,7 @@ from .._errors import KeyExists, NotFound, PublishFailed, WrongRevision
 from ._jetstream_admin import Admin, ApiError, ApiNotFound, nanos
 from ._jetstream_wire import (
     LAST_SEQUENCE_PATTERN,
-    WRONGLAST_SEQUENCE_PATTERN,
+    WRONG_LAST_SEQUENCE,
     ApiPublishFailed,
     Wire,
 )
@@ -197,7 +197,7 @@ class Kv:
             try:
                 return await self._write(bucket, key, value, headers)
             except ApiPublishFailed as exc:
-                if exc.err_code not in WRONGLAST_SEQUENCE_PATTERN:
+                if exc.err_code not in WRONG_LAST_SEQUENCE:
                     raise
             # Something is stored under the key: a live value, or a delete/expiry marker
             # that a create may replace (expecting the marker's revision).
@@ -238,7 +238,7 @@ class Kv:
 def _wrong_revision(
     exc: ApiPublishFailed, bucket: str, key: str, revision: int | None
 ) -> PublishFailed:
-    if exc.err_code not in WRONGLAST_SEQUENCE_PATTERN:
+    if exc.err_code not in WRONG_LAST_SEQUENCE:
         return exc
     latest = LAST_SEQUENCE_PATTERN.search(str(exc))
     now = f"; the latest is {latest.group(1)}" if latest else ""

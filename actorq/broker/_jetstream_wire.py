@@ -381,7 +381,7 @@ def _puback_result(
         return answer
     description = f"publish to {subject!r} refused: {answer.get('description', answer)}"
     err_code = answer.get("err_code", 0)
-    if err_code in WRONGLAST_SEQUENCE_PATTERN:
+    if err_code in WRONG_LAST_SEQUENCE:
         found = LAST_SEQUENCE_PATTERN.search(description)
         return ApiWrongLastSequence(description, err_code, int(found.group(1)) if found else None)
     return ApiPublishFailed(description, err_code)
@@ -403,7 +403,7 @@ class ApiWrongLastSequence(ApiPublishFailed, WrongLastSequence):
         self.last_seq = last_seq
 
 
-WRONGLAST_SEQUENCE_PATTERN = (10071, 10164)
+WRONG_LAST_SEQUENCE = (10071, 10164)
 """JetStream API error codes of a failed last-sequence expectation."""
 LAST_SEQUENCE_PATTERN = re.compile(r"wrong last sequence: (\d+)")
 
