@@ -11,6 +11,7 @@ from .._util import fixup_module_metadata as _fixup_module_metadata
 from ._open import open_broker as open_broker
 from ._protocol import (
     EXPECTED_LAST_SUBJECT_SEQUENCE as EXPECTED_LAST_SUBJECT_SEQUENCE,
+    INCR as INCR,
     MSG_ID as MSG_ID,
     ROLLUP as ROLLUP,
     SCHEDULE as SCHEDULE,

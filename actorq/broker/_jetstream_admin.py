@@ -257,6 +257,8 @@ def stream_json(config: StreamConfig) -> dict[str, Any]:
         body["allow_msg_schedules"] = True
     if config.allow_msg_ttl:
         body["allow_msg_ttl"] = True
+    if config.allow_msg_counter:
+        body["allow_msg_counter"] = True
     return body
 
 

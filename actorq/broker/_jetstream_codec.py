@@ -94,8 +94,9 @@ def parse_puback(data: bytes) -> PubAck | dict[str, Any]:
     """A `PubAck`, or the API's error object (``{"code":..,"err_code":..,"description":..}``).
 
     The server writes PubAcks as ``{"stream":"S","seq":N}`` with an optional
-    ``,"duplicate":true`` (and, on newer servers, other fields); that common shape is read
-    without a JSON parser, anything else goes through ``json.loads``.
+    ``,"duplicate":true`` (and, on newer servers, other fields, such as a counter stream's
+    ``"val":"<total>"``); that common shape is read without a JSON parser, anything else goes
+    through ``json.loads``.
     """
     if data.startswith(_STREAM_PREFIX):
         end = data.find(b'"', len(_STREAM_PREFIX))
@@ -115,7 +116,13 @@ def parse_puback(data: bytes) -> PubAck | dict[str, Any]:
     error = answer.get("error")
     if error is not None:
         return dict(error)
-    return PubAck(answer["stream"], answer["seq"], bool(answer.get("duplicate", False)))
+    value = answer.get("val")  # counter streams: the total after the increment, as a string
+    return PubAck(
+        answer["stream"],
+        answer["seq"],
+        bool(answer.get("duplicate", False)),
+        int(value) if value is not None else None,
+    )
 
 
 # --- deliveries ------------------------------------------------------------------------------

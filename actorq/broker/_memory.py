@@ -265,7 +265,7 @@ class MemoryBroker(MemoryKv):
                 return None
             raise PublishFailed(f"no stream listens on subject {subject!r} (no responders)")
         try:
-            seq, duplicate = stream.accept(subject, message.data, headers)
+            seq, duplicate, total = stream.accept(subject, message.data, headers)
         except Refused as exc:
             if core_only:
                 return None
@@ -273,7 +273,7 @@ class MemoryBroker(MemoryKv):
             if exc.last_seq is not None:
                 raise SequenceMismatch(text, exc.last_seq) from None
             raise PublishFailed(text) from None
-        return PubAck(stream.config.name, seq, duplicate)
+        return PubAck(stream.config.name, seq, duplicate, total)
 
     async def publish(self, message: Message) -> PubAck:
         self._ready()

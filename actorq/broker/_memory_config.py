@@ -49,6 +49,12 @@ def check_stream(config: StreamConfig, others: Iterable[StreamConfig]) -> Stream
             )
     if config.duplicate_window < 0:
         raise BrokerError(f"stream {name!r}: duplicate_window can not be negative")
+    if config.allow_msg_counter:
+        # The server's refusals (nats-server 2.15.1, measured).
+        if config.allow_msg_ttl:
+            raise BrokerError(f"stream {name!r}: counter stream cannot use message TTLs")
+        if config.retention is not Retention.LIMITS:
+            raise BrokerError(f"stream {name!r}: counter stream can only use limits retention")
     return config
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 import attrs
 
 from . import _subjects
+from ._memory_counter import apply_increment
 from ._memory_headers import (
     MARKER_REASON,
     SCHEDULE_SOURCE,
@@ -140,8 +141,10 @@ class MemStream:
 
     # --- storing --------------------------------------------------------------------------
 
-    def accept(self, subject: str, data: bytes, headers: Mapping[str, str]) -> tuple[int, bool]:
-        """Store a publish as the server would: ``(seq, duplicate)``.
+    def accept(
+        self, subject: str, data: bytes, headers: Mapping[str, str]
+    ) -> tuple[int, bool, int | None]:
+        """Store a publish as the server would: ``(seq, duplicate, counter total)``.
 
         Raises:
             Refused: the stream refuses the message.
@@ -151,9 +154,13 @@ class MemStream:
             self._prune_dedupe()
             seen = self._dedupe.get(msg_id)
             if seen is not None:
-                return seen[0], True
+                return seen[0], True, None
+        total = None
+        counted = apply_increment(self, subject, data, headers)
+        if counted is not None:
+            data, total = counted
         plan = plan_publish(self, subject, data, headers, self.engine.wall())
-        return self.store(subject, data, plan, self.engine.now()).seq, False
+        return self.store(subject, data, plan, self.engine.now()).seq, False, total
 
     def store(self, subject: str, data: bytes, plan: PublishPlan, at: float) -> StoredMsg:
         """Store an accepted message at trio time ``at`` and apply what it implies."""

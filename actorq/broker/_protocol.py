@@ -42,6 +42,10 @@ EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
 """Optimistic concurrency: the publish fails unless the last message on the subject has this
 sequence (0 = no message on the subject)."""
 ROLLUP = "Nats-Rollup"
+INCR = "Nats-Incr"
+"""A counter increment (``+1``, ``-5``, ``0``) on a stream with `allow_msg_counter`: the stream
+adds it to the subject's total, stores ``{"val":"<total>"}`` and returns the total in the
+`PubAck` (nats-server 2.12+, ADR-49)."""
 
 
 # --- configuration ------------------------------------------------------------------------
@@ -91,6 +95,9 @@ class StreamConfig:
     allow_msg_ttl: bool = False
     allow_rollup: bool = False
     allow_direct: bool = True
+    allow_msg_counter: bool = False
+    """Every subject is a counter: publishes carry `INCR` and no body (limits retention only,
+    no per-message TTL; nats-server 2.12+)."""
 
 
 @attrs.frozen
@@ -142,6 +149,8 @@ class PubAck:
     stream: str
     seq: int
     duplicate: bool = False
+    value: int | None = None
+    """On a counter stream: the subject's total after this increment (None for a duplicate)."""
 
 
 @attrs.frozen
