@@ -29,6 +29,7 @@ from ._client import ensure_app_streams
 from ._execution import ExecutionStatistics, Executor
 from .actors import ChildSpec, Restart, Shutdown, Strategy, Supervisor, SupervisorPolicy
 from .actors._lease import LeaseKeeper
+from .actors._presence import presence_of
 from .actors._queue import QueueActor
 from .actors._slots import SlotCredits, SlotPool
 from .broker import ConnectionState, ConsumerConfig, Delivery
@@ -173,6 +174,9 @@ class Worker:
             ChildSpec(f"queue:{actor.consumer.name}", actor.run, shutdown=Shutdown.after(5.0))
             for actor in self._queue_actors
         ]
+        # Last: its record (for `actorq workers`) goes first on shutdown, and a crash of it
+        # restarts nothing else.
+        children.append(ChildSpec("presence", presence_of(self).run, shutdown=Shutdown.after(3.0)))
         supervisor = Supervisor(
             f"worker:{self.id}",
             children,
