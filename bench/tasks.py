@@ -49,10 +49,9 @@ from _server import nats_server  # noqa: E402
 from _task_worker import QUEUE, TASK_NAME, bench_app  # noqa: E402
 
 import actorq  # noqa: E402
-from actorq._client import ensure_app_streams  # noqa: E402
 from actorq._names import Layout  # noqa: E402
 from actorq.broker import ConsumerConfig  # noqa: E402
-from actorq.broker._jetstream_admin import consumer_json, stream_json  # noqa: E402
+from actorq.broker._jetstream_admin import consumer_json  # noqa: E402
 
 BODY = b'{"args":[],"kwargs":{}}'
 """A no-argument task's body, as actorq encodes it."""
@@ -140,15 +139,15 @@ class _BareProducer:
             self.all_in.set_result(None)
 
 
-async def _bare_setup(nc: nats.NATS, app: actorq.App) -> None:
-    """The app's streams and the queue's consumer, configured exactly as actorq's."""
+async def _prepare_app(url: str, namespace: str) -> None:
+    """Create the app's streams the way actorq does (connecting does it)."""
+    app, _ = bench_app(namespace)
+    async with actorq.connect(app, url):
+        pass
 
-    class Recorder:
-        async def ensure_stream(self, config: Any) -> None:
-            await api(nc, f"$JS.API.STREAM.CREATE.{config.name}", stream_json(config))
 
-    await ensure_app_streams(Recorder(), app)  # type: ignore[arg-type]
-    layout = app.layout
+async def _bare_consumer(nc: nats.NATS, layout: Layout) -> None:
+    """The queue's consumer, configured exactly as an actorq worker's (default options)."""
     consumer = ConsumerConfig(
         name=layout.queue_consumer(QUEUE), filter_subjects=(layout.queue_subjects(QUEUE),)
     )
@@ -159,8 +158,8 @@ async def _bare_setup(nc: nats.NATS, app: actorq.App) -> None:
 async def bare_enqueue(url: str, namespace: str, n: int) -> Figures:
     nc = await nats.connect(url)
     try:
-        app, _ = bench_app(namespace)
-        await _bare_setup(nc, app)
+        layout = Layout(namespace)
+        await _bare_consumer(nc, layout)
         producer = _BareProducer(nc, namespace)
         await producer.start()
         started = time.perf_counter()
@@ -168,7 +167,7 @@ async def bare_enqueue(url: str, namespace: str, n: int) -> Figures:
             await producer.publish()
         await producer.window.drained()
         rate = n / (time.perf_counter() - started)
-        await api(nc, f"$JS.API.STREAM.PURGE.{app.layout.tasks_stream}")
+        await api(nc, f"$JS.API.STREAM.PURGE.{layout.tasks_stream}")
         return {"enqueue": rate}
     finally:
         await nc.close()
@@ -216,6 +215,7 @@ async def bare_through_worker(url: str, namespace: str, n: int, rtt: int, warmup
 
 def bare_round(url: str, args: argparse.Namespace) -> Figures:
     namespace = _namespace("raw")
+    trio.run(_prepare_app, url, namespace)
     figures = asyncio.run(bare_enqueue(url, namespace, args.enqueue_tasks))
     with worker_process("raw", url, namespace, args.concurrency):
         figures |= asyncio.run(
@@ -226,11 +226,14 @@ def bare_round(url: str, args: argparse.Namespace) -> Figures:
 
 
 async def _delete_streams(url: str, namespace: str) -> None:
+    """Delete every stream of the app (tasks, results, dead letters, buckets)."""
     nc = await nats.connect(url)
     try:
-        layout = Layout(namespace)
-        for stream in (layout.tasks_stream, layout.results_stream, layout.dlq_stream):
-            await api(nc, f"$JS.API.STREAM.DELETE.{stream}")
+        names = (await api(nc, "$JS.API.STREAM.NAMES")).get("streams") or []
+        token = namespace.upper()
+        for stream in names:
+            if token in stream.upper().split("_"):
+                await api(nc, f"$JS.API.STREAM.DELETE.{stream}")
     finally:
         await nc.close()
 
