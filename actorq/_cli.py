@@ -1,13 +1,22 @@
 """The ``actorq`` command line.
 
 A click group; each family of commands lives in its own ``_cli_*`` module and is added here,
-so this file stays the table of contents.
+so this file stays the table of contents:
+
+- ``actorq run``: a worker for an app (`actorq._cli_run`, `actorq._cli_processes`);
+- ``actorq demo``: the tour on an embedded NATS (`actorq._demo`);
+- ``actorq server``: NATS for actorq, foreground or the local node (`actorq._cli_server`);
+- inspection: ``queues``, ``workers``, ``task``, ``enqueue``, ``purge``, ``health``
+  (`actorq._cli_inspect`) and ``dlq`` (`actorq._cli_dlq`).
+
+Shared conventions (app loading, URLs, output, exit codes) are in `actorq._cli_common`.
 """
 
 from __future__ import annotations
 
 import click
 
+from ._cli_run import run
 from ._cli_server import server
 
 
@@ -17,6 +26,7 @@ def cli() -> None:
     """actorq: a task queue and workflow engine on trio and NATS JetStream."""
 
 
+cli.add_command(run)
 cli.add_command(server)
 
 
