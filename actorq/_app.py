@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
+from ._middleware import LoggingMiddleware, Middleware
 from ._names import Layout
 from ._retry import DEFAULT_RETRY, RetryPolicy
 from ._task import Task, TaskOptions, make_task
@@ -32,6 +33,10 @@ class App:
         max_result_size: Largest encoded result in bytes; a bigger one fails the task clearly
             (kind ``result_too_large``) instead of being refused by the server.
         replicas: Replicas of the app's streams and buckets (3 on a production cluster).
+        idempotency_ttl: Seconds the result of a task with an ``idempotency_key`` is kept to
+            answer later enqueues with the same key (default one day).
+        middleware: Middleware wrapping every enqueue and execution (see `Middleware`);
+            default: a `LoggingMiddleware`. Add more with `use`.
     """
 
     def __init__(
@@ -42,6 +47,8 @@ class App:
         result_ttl: float = 24 * 3600.0,
         max_result_size: int = 512 * 1024,
         replicas: int = 1,
+        idempotency_ttl: float = 24 * 3600.0,
+        middleware: Sequence[Middleware] | None = None,
     ) -> None:
         self.layout = Layout(namespace)
         self.default_retry = default_retry
@@ -50,6 +57,12 @@ class App:
         self.result_ttl = float(result_ttl)
         self.max_result_size = max_result_size
         self.replicas = replicas
+        if idempotency_ttl < 1:
+            raise ValueError(f"idempotency_ttl must be at least 1 second, got {idempotency_ttl!r}")
+        self.idempotency_ttl = float(idempotency_ttl)
+        self.middleware: list[Middleware] = (
+            [LoggingMiddleware()] if middleware is None else list(middleware)
+        )
         self._tasks: dict[str, Task[Any, Any]] = {}
 
     @property
@@ -120,6 +133,13 @@ class App:
             return task
 
         return register if fn is None else register(fn)
+
+    def use(self, middleware: Middleware) -> Middleware:
+        """Add a middleware (inside the ones added before it). Returns it."""
+        if not isinstance(middleware, Middleware):
+            raise TypeError(f"app.use() takes an actorq.Middleware, got {middleware!r}")
+        self.middleware.append(middleware)
+        return middleware
 
     def lookup(self, name: str) -> Task[Any, Any] | None:
         return self._tasks.get(name)

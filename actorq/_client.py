@@ -20,7 +20,7 @@ from ._dlq import DeadLetterQueue
 from ._errors import MailboxFull, PublishFailed, TaskDropped
 from ._handle import TaskHandle
 from ._names import TaskIds, new_origin, validate_task_id
-from ._streams import app_stream_configs
+from ._streams import app_bucket_configs, app_stream_configs
 from ._task import BoundCall, Task, resolve_task
 from ._wire import task_id_for, task_message
 from .kv._client_api import CoordinationApi
@@ -59,9 +59,11 @@ async def _local_node_url() -> str:
 
 
 async def ensure_app_streams(broker: Broker, app: App) -> None:
-    """Create (or update) the app's task, result and dead-letter streams. Idempotent."""
+    """Create (or update) the app's streams and KV buckets. Idempotent."""
     for config in app_stream_configs(app):
         await broker.ensure_stream(config)
+    for bucket in app_bucket_configs(app):
+        await broker.ensure_kv(bucket)
 
 
 @asynccontextmanager
@@ -164,7 +166,9 @@ class Client(CoordinationApi):
         return resolve_task(self.app, task)
 
     @overload
-    async def enqueue(self, task: Task[P, R], /, *args: P.args, **kwargs: P.kwargs) -> TaskHandle[R]: ...
+    async def enqueue(
+        self, task: Task[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> TaskHandle[R]: ...
     @overload
     async def enqueue(self, task: str, /, *args: Any, **kwargs: Any) -> TaskHandle[Any]: ...
 
@@ -182,7 +186,9 @@ class Client(CoordinationApi):
             TaskDropped: the buffer dropped the request (`DROP_NEWEST` / `DROP_OLDEST`).
         """
         resolved = self.resolve_task(task)
-        handles = await self._publish([BoundCall(resolved, resolved.encode_arguments(args, kwargs))])
+        handles = await self._publish(
+            [BoundCall(resolved, resolved.encode_arguments(args, kwargs))]
+        )
         return handles[0]
 
     async def enqueue_many(self, calls: Iterable[BoundCall[Any]]) -> list[TaskHandle[Any]]:
@@ -247,7 +253,11 @@ class Client(CoordinationApi):
             raise
         failures = [r for r in results if not isinstance(r, PubAck)]
         if failures:
-            raise failures[0] if len(results) == 1 else PublishFailed(
-                f"{len(failures)} of {len(results)} tasks were refused: {failures[0]}"
+            raise (
+                failures[0]
+                if len(results) == 1
+                else PublishFailed(
+                    f"{len(failures)} of {len(results)} tasks were refused: {failures[0]}"
+                )
             )
         return handles

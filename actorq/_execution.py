@@ -1,14 +1,13 @@
-"""Running one delivered task message, from decoding to its ack, retry or dead letter.
+"""Running one delivered task message: decode, check, run the handler, decide the outcome.
 
-This is the worker's hot path, used by every Slot. The order of effects is what makes the queue
-safe (see "Retry semantics" in docs/architecture.md):
+This is the worker's hot path, used by every Slot. What happens to the message afterwards
+(ack, retry, dead letter) is the `Settler`'s job; see `_settle.py` for why in that order.
 
-- success: publish the result, then ack — a crash in between re-runs the task, never loses it;
-- retry: a short delay naks with that delay; a long one acks and republishes the message as a
-  server-side schedule carrying the attempt count, so a waiting retry never holds a slot of
-  ``max_ack_pending``;
-- failure for good: publish the dead letter (a new message id), then the failed result, then
-  term; if the dead letter cannot be stored the message is naked, never dropped.
+Before a handler runs, the task must pass its guards, in this order: not cancelled (the
+worker's `CancelWatch`); known to this worker (else retried for a rolling deploy, then
+dead-lettered); its deadline not passed; its idempotency key not already succeeded; its
+arguments decodable; a slot of its concurrency key free (else deferred, not counted as an
+attempt).
 """
 
 from __future__ import annotations
@@ -17,36 +16,36 @@ import datetime as dt
 import logging
 import math
 import traceback
-import uuid
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
 from . import _codec
-from ._app import App
 from ._context import TaskContext, set_current_task
+from ._guards import ConcurrencySlots, IdempotencyRecords
+from ._middleware import Settled, chain_process, notify_settled
 from ._retry import NoRetry, Retry, RetryPolicy, qualified_name
-from ._task import Task
+from ._settle import ExecutionStatistics, Settler
+from ._streams import CONCURRENCY, IDEMPOTENCY
 from ._wire import (
-    H_ATTEMPT,
     H_ID,
-    H_STATUS,
     H_TASK,
-    DeadLetter,
     ErrorInfo,
     Kind,
     MalformedMessage,
-    ResultRecord,
     TaskEnvelope,
-    encode_payload_text,
     parse_task_message,
-    schedule_at,
     queue_of_subject,
 )
-from .broker import MSG_ID, SCHEDULE, SCHEDULE_TARGET, TTL, Broker, Delivery, Message
+
+if TYPE_CHECKING:
+    from ._app import App
+    from ._task import Task
+    from .actors._cancel import CancelWatch
+    from .broker import Broker, Delivery
 
 logger = logging.getLogger("actorq.worker")
 
@@ -54,6 +53,10 @@ MAX_TRACEBACK = 16 * 1024
 """Characters of a remote traceback kept in results and dead letters."""
 SETTLE_RETRY_DELAY = 1.0
 """Seconds before a message whose outcome could not be stored is delivered again."""
+DEFER_DELAY = 1.0
+"""Seconds a task waits for a busy concurrency key before it is tried again."""
+CONCURRENCY_TTL = 30.0
+"""Seconds a concurrency slot outlives a worker that crashed while holding it."""
 
 
 def format_traceback(error: BaseException) -> str:
@@ -83,19 +86,12 @@ class Failed:
     retry_delay: float | None
 
 
-Outcome = Succeeded | Failed
+@attrs.frozen
+class Cancelled:
+    """``handle.cancel()`` reached the task."""
 
 
-@attrs.define
-class ExecutionStatistics:
-    """Counters of one worker's executions."""
-
-    succeeded: int = 0
-    failed: int = 0
-    retried: int = 0
-    dead_lettered: int = 0
-    overrunning_threads: int = 0
-    """Plain-``def`` handlers still running in their thread after their timeout."""
+Outcome = Succeeded | Failed | Cancelled
 
 
 class Executor:
@@ -109,16 +105,29 @@ class Executor:
         worker_id: str,
         nak_threshold: float,
         thread_limiter: trio.CapacityLimiter,
+        cancels: CancelWatch,
         on_start: Callable[[Delivery], None] = lambda delivery: None,
         on_end: Callable[[Delivery], None] = lambda delivery: None,
     ) -> None:
         self.app = app
         self.broker = broker
         self.layout = app.layout
-        self.worker_id = worker_id
-        self.nak_threshold = nak_threshold
         self.thread_limiter = thread_limiter
         self.statistics = ExecutionStatistics()
+        self.settler = Settler(
+            broker,
+            app.layout,
+            worker_id=worker_id,
+            nak_threshold=nak_threshold,
+            statistics=self.statistics,
+        )
+        self.cancels = cancels
+        self.idempotency = IdempotencyRecords(
+            broker, app.layout.bucket(IDEMPOTENCY), app.idempotency_ttl
+        )
+        self.concurrency = ConcurrencySlots(
+            broker, app.layout.bucket(CONCURRENCY), owner=worker_id, ttl=CONCURRENCY_TTL
+        )
         self._on_start = on_start
         self._on_end = on_end
 
@@ -152,8 +161,23 @@ class Executor:
         finally:
             self._on_end(delivery)
 
+    def _context(self, delivery: Delivery, envelope: TaskEnvelope, attempt: int) -> TaskContext:
+        return TaskContext(
+            id=envelope.id,
+            name=envelope.task,
+            queue=queue_of_subject(self.layout, delivery.subject),
+            attempt=attempt,
+            headers=delivery.headers,
+            deadline=_datetime(envelope.deadline),
+            enqueued_at=_datetime(envelope.enqueued_at) or dt.datetime.now(dt.UTC),
+        )
+
     async def _execute(self, delivery: Delivery, envelope: TaskEnvelope) -> None:
         attempt = envelope.attempts_before + delivery.num_delivered
+        context = self._context(delivery, envelope, attempt)
+        if self.cancels.is_cancelled(envelope.id):
+            await self._settle(delivery, envelope, context, Cancelled(), duration=0.0)
+            return
         task = self.app.lookup(envelope.task)
         if task is None:
             policy = envelope.retry or self.app.default_retry
@@ -161,119 +185,116 @@ class Executor:
                 kind=Kind.UNKNOWN_TASK,
                 message=(
                     f"no task named {envelope.task!r} is registered on worker"
-                    f" {self.worker_id} (app {self.app.namespace!r})"
+                    f" {self.settler.worker_id} (app {self.app.namespace!r})"
                 ),
             )
             delay = policy.delay(attempt) if policy.allows_retry(attempt) else None
-            await self._settle(delivery, envelope, attempt, Failed(error, delay), started=None)
+            await self._settle(delivery, envelope, context, Failed(error, delay), duration=0.0)
             return
         if envelope.deadline is not None and self.broker.now() >= envelope.deadline:
             error = ErrorInfo(
                 kind=Kind.DEADLINE,
                 message=f"deadline {_iso(envelope.deadline)} passed before the task could run",
             )
-            await self._settle(delivery, envelope, attempt, Failed(error, None), started=None)
+            await self._settle(delivery, envelope, context, Failed(error, None), duration=0.0)
             return
+        if envelope.idempotency_key is not None:
+            done = await self.idempotency.completed(envelope.id)
+            if done is not None:
+                await self.settler.publish_result(envelope, done, "succeeded")
+                await self.broker.ack(delivery)
+                self.statistics.skipped += 1
+                notify_settled(self.app.middleware, context, Settled("skipped", 0.0))
+                return
         try:
             args, kwargs = task.decode_arguments(envelope.payload)
         except (ValueError, TypeError) as decode_error:
             error = ErrorInfo(kind=Kind.DECODE, message=str(decode_error))
-            await self._settle(delivery, envelope, attempt, Failed(error, None), started=None)
+            await self._settle(delivery, envelope, context, Failed(error, None), duration=0.0)
             return
-        policy = envelope.retry or self.app.retry_policy(task)
-        started = self.broker.now()
-        context = TaskContext(
-            id=envelope.id,
-            name=task.name,
-            queue=queue_of_subject(self.layout, delivery.subject),
-            attempt=attempt,
-            headers=delivery.headers,
-            deadline=_datetime(envelope.deadline),
-            enqueued_at=_datetime(envelope.enqueued_at) or dt.datetime.now(dt.UTC),
-        )
-        timeout = _effective_timeout(
-            envelope.timeout or task.settings.timeout, envelope.deadline, started
-        )
-        await self._run(delivery, envelope, task, policy, context, args, kwargs, timeout, started)
+        if envelope.concurrency is None:
+            await self._run(delivery, envelope, task, context, args, kwargs)
+            return
+        limit, key = envelope.concurrency
+        slot = await self.concurrency.try_acquire(key, limit)
+        if slot is None:
+            await self.settler.defer(delivery, envelope, attempt, DEFER_DELAY)
+            return
+        async with self.concurrency.held(slot):
+            await self._run(delivery, envelope, task, context, args, kwargs)
 
     async def _run(
         self,
         delivery: Delivery,
         envelope: TaskEnvelope,
         task: Task[Any, Any],
-        policy: RetryPolicy,
         context: TaskContext,
         args: list[Any],
         kwargs: dict[str, Any],
-        timeout: float,
-        started: float,
     ) -> None:
-        attempt = context.attempt
+        policy = envelope.retry or self.app.retry_policy(task)
+        started = self.broker.now()
+        timeout = _effective_timeout(
+            envelope.timeout or task.settings.timeout, envelope.deadline, started
+        )
+        finished = trio.Event()  # set when the handler (or its thread) has returned
+        assert task.fn is not None
         if task.is_async:
-            with trio.move_on_after(timeout) as scope:
-                outcome = await self._call_async(task, context, args, kwargs, policy, attempt)
-            if scope.cancelled_caught:
-                outcome = self._timed_out(policy, attempt, timeout)
-            await self._settle(delivery, envelope, attempt, outcome, started=started)
-            return
-        # A thread cannot be cancelled: on timeout the outcome is settled at once, but the slot
-        # stays taken until the thread returns (the nursery waits for it).
-        finished = trio.Event()
-        box: list[Outcome] = []
-
-        async def in_thread() -> None:
-            box.append(await self._call_sync(task, context, args, kwargs, policy, attempt))
-            finished.set()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(in_thread)
-            with trio.move_on_after(timeout):
-                await finished.wait()
-            if finished.is_set():
-                await self._settle(delivery, envelope, attempt, box[0], started=started)
-            else:
-                self.statistics.overrunning_threads += 1
-                try:
-                    timed_out = self._timed_out(policy, attempt, timeout)
-                    await self._settle(delivery, envelope, attempt, timed_out, started=started)
-                finally:
-                    await finished.wait()
-                    self.statistics.overrunning_threads -= 1
-
-    async def _call_async(
-        self,
-        task: Task[Any, Any],
-        context: TaskContext,
-        args: list[Any],
-        kwargs: dict[str, Any],
-        policy: RetryPolicy,
-        attempt: int,
-    ) -> Outcome:
+            call: Callable[[], Any] = partial(task.fn, *args, **kwargs)
+        else:
+            call = partial(self._in_thread, task.fn, args, kwargs, finished)
+        handler = chain_process(self.app.middleware, context, call)
         set_current_task(context)
-        assert task.fn is not None
-        try:
-            return Succeeded(await task.fn(*args, **kwargs))
-        except Exception as error:
-            return self._failed(error, policy, attempt)
-
-    async def _call_sync(
-        self,
-        task: Task[Any, Any],
-        context: TaskContext,
-        args: list[Any],
-        kwargs: dict[str, Any],
-        policy: RetryPolicy,
-        attempt: int,
-    ) -> Outcome:
-        set_current_task(context)  # the thread runs in a copy of this task's context
-        assert task.fn is not None
-        try:
-            value = await trio.to_thread.run_sync(
-                partial(task.fn, *args, **kwargs), limiter=self.thread_limiter
+        outcome: Outcome
+        with self.cancels.running(envelope.id) as cancel_scope:
+            with trio.move_on_after(timeout) as timeout_scope:
+                try:
+                    outcome = Succeeded(await handler())
+                except Exception as error:
+                    outcome = self._failed(error, policy, context.attempt)
+        if cancel_scope.cancelled_caught:
+            outcome = Cancelled()
+        elif timeout_scope.cancelled_caught:
+            info = ErrorInfo(
+                kind=Kind.TIMEOUT, message=f"attempt {context.attempt} timed out after {timeout}s"
             )
-        except Exception as error:
-            return self._failed(error, policy, attempt)
-        return Succeeded(value)
+            retry = policy.allows_retry(context.attempt)
+            outcome = Failed(info, policy.delay(context.attempt) if retry else None)
+        if task.is_async:
+            finished.set()
+        duration = self.broker.now() - started
+        if finished.is_set():
+            await self._settle(delivery, envelope, context, outcome, duration=duration)
+            return
+        # A thread cannot be cancelled: its outcome is settled now, but the slot stays taken
+        # until the thread returns.
+        self.statistics.overrunning_threads += 1
+        try:
+            await self._settle(delivery, envelope, context, outcome, duration=duration)
+        finally:
+            with trio.CancelScope(shield=True):
+                await finished.wait()
+            self.statistics.overrunning_threads -= 1
+
+    async def _in_thread(
+        self, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], finished: trio.Event
+    ) -> Any:
+        token = trio.lowlevel.current_trio_token()
+
+        def run() -> Any:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                try:
+                    token.run_sync_soon(finished.set)
+                except trio.RunFinishedError:
+                    pass
+
+        # Abandoned on timeout or cancellation (a thread cannot be stopped); `finished` tells
+        # when it really returned.
+        return await trio.to_thread.run_sync(
+            run, limiter=self.thread_limiter, abandon_on_cancel=True
+        )
 
     def _failed(self, error: Exception, policy: RetryPolicy, attempt: int) -> Failed:
         if isinstance(error, NoRetry):
@@ -288,166 +309,69 @@ class Executor:
             return Failed(info, error.delay)
         return Failed(info, policy.delay(attempt))
 
-    def _timed_out(self, policy: RetryPolicy, attempt: int, timeout: float) -> Failed:
-        info = ErrorInfo(kind=Kind.TIMEOUT, message=f"attempt {attempt} timed out after {timeout}s")
-        delay = policy.delay(attempt) if policy.allows_retry(attempt) else None
-        return Failed(info, delay)
-
-    # --- settling: the only place that acks, naks, terms or publishes --------------------
-
     async def _settle(
         self,
         delivery: Delivery,
         envelope: TaskEnvelope,
-        attempt: int,
+        context: TaskContext,
         outcome: Outcome,
         *,
-        started: float | None,
+        duration: float,
     ) -> None:
-        elapsed = self.broker.now() - started if started is not None else 0.0
+        settler = self.settler
+        attempt = context.attempt
         if isinstance(outcome, Succeeded):
-            await self._succeed(delivery, envelope, attempt, outcome.value)
-            self.statistics.succeeded += 1
-            logger.info(
-                "task %s %s attempt %d succeeded in %.3fs",
-                envelope.task, envelope.id, attempt, elapsed,
-            )
+            record = settler.record(envelope, attempt, "succeeded", value=outcome.value)
+            problem = None
+            try:
+                data = _codec.dumps(record)
+            except Exception as error:
+                problem = ErrorInfo(
+                    kind=Kind.ENCODE,
+                    message=f"the result cannot be encoded as JSON: {type(error).__name__}: {error}",
+                )
+            else:
+                if len(data) > self.app.max_result_size:
+                    problem = ErrorInfo(
+                        kind=Kind.RESULT_TOO_LARGE,
+                        message=(
+                            f"the result is {len(data)} bytes encoded, more than the app's"
+                            f" max_result_size of {self.app.max_result_size}"
+                        ),
+                    )
+            if problem is not None:
+                await settler.fail(delivery, envelope, attempt, problem)
+                settled = Settled("failed", duration, problem)
+            else:
+                if envelope.idempotency_key is not None:
+                    await self.idempotency.remember(envelope.id, data)
+                await settler.succeed(delivery, envelope, data)
+                settled = Settled("succeeded", duration)
+        elif isinstance(outcome, Cancelled):
+            await settler.cancelled(delivery, envelope, attempt)
+            error = ErrorInfo(kind=Kind.CANCELLED, message="cancelled")
+            settled = Settled("cancelled", duration, error)
         elif outcome.retry_delay is not None:
-            await self._retry(delivery, envelope, attempt, outcome.retry_delay)
-            self.statistics.retried += 1
-            logger.warning(
-                "task %s %s attempt %d failed in %.3fs, retrying in %.3gs: [%s] %s",
-                envelope.task, envelope.id, attempt, elapsed, outcome.retry_delay,
-                outcome.error.kind, outcome.error.message,
-            )
+            await settler.retry(delivery, envelope, attempt, outcome.retry_delay)
+            settled = Settled("retried", duration, outcome.error, outcome.retry_delay)
         else:
-            await self._fail(delivery, envelope, attempt, outcome.error)
-            self.statistics.failed += 1
-            logger.error(
-                "task %s %s attempt %d failed for good in %.3fs: [%s] %s",
-                envelope.task, envelope.id, attempt, elapsed,
-                outcome.error.kind, outcome.error.message,
-            )
-
-    async def _succeed(
-        self, delivery: Delivery, envelope: TaskEnvelope, attempt: int, value: Any
-    ) -> None:
-        record = ResultRecord(
-            id=envelope.id,
-            task=envelope.task,
-            status="succeeded",
-            value=value,
-            attempts=attempt,
-            finished_at=self.broker.now(),
-            worker=self.worker_id,
-        )
-        try:
-            data = _codec.dumps(record)
-        except Exception as error:
-            info = ErrorInfo(
-                kind=Kind.ENCODE,
-                message=f"the result cannot be encoded as JSON: {type(error).__name__}: {error}",
-            )
-            await self._fail(delivery, envelope, attempt, info)
-            return
-        if len(data) > self.app.max_result_size:
-            info = ErrorInfo(
-                kind=Kind.RESULT_TOO_LARGE,
-                message=(
-                    f"the result is {len(data)} bytes encoded, more than the app's"
-                    f" max_result_size of {self.app.max_result_size}"
-                ),
-            )
-            await self._fail(delivery, envelope, attempt, info)
-            return
-        await self._publish_result(envelope, data, "succeeded")
-        await self.broker.ack(delivery)
-
-    async def _publish_result(self, envelope: TaskEnvelope, data: bytes, status: str) -> None:
-        headers = {H_ID: envelope.id, H_TASK: envelope.task, H_STATUS: status}
-        message = Message(self.layout.result_subject(envelope.id), data, headers)
-        if not envelope.store_result:
-            await self.broker.publish_core(message)
-            return
-        if envelope.result_ttl is not None:
-            headers[TTL] = f"{max(1, math.ceil(envelope.result_ttl))}s"
-        await self.broker.publish(message)
-
-    async def _retry(
-        self, delivery: Delivery, envelope: TaskEnvelope, attempt: int, delay: float
-    ) -> None:
-        if delay <= self.nak_threshold:
-            await self.broker.nak(delivery, delay=delay)
-            return
-        # Ack and republish as a server-fired schedule: a long wait must not hold a slot of
-        # max_ack_pending. The schedule subject is unique so it replaces no other schedule.
-        schedule_id = uuid.uuid4().hex
-        headers = dict(delivery.headers)
-        headers[H_ATTEMPT] = str(attempt)
-        headers[SCHEDULE] = schedule_at(self.broker.now() + delay)
-        headers[SCHEDULE_TARGET] = delivery.subject
-        headers[MSG_ID] = f"retry:{envelope.id}:{attempt}"
-        await self.broker.publish(
-            Message(self.layout.schedule_subject(schedule_id), delivery.data, headers)
-        )
-        await self.broker.ack(delivery)
-
-    async def _fail(
-        self, delivery: Delivery, envelope: TaskEnvelope, attempt: int, error: ErrorInfo
-    ) -> None:
-        queue = queue_of_subject(self.layout, delivery.subject)
-        await self._dead_letter(delivery, envelope.id, envelope.task, queue, attempt, error)
-        record = ResultRecord(
-            id=envelope.id,
-            task=envelope.task,
-            status="failed",
-            error=error,
-            attempts=attempt,
-            finished_at=self.broker.now(),
-            worker=self.worker_id,
-        )
-        await self._publish_result(envelope, _codec.dumps(record), "failed")
-        await self.broker.term(delivery)
-
-    async def _dead_letter(
-        self,
-        delivery: Delivery,
-        task_id: str,
-        task_name: str,
-        queue: str,
-        attempt: int,
-        error: ErrorInfo,
-    ) -> None:
-        payload, encoding = encode_payload_text(delivery.data)
-        letter = DeadLetter(
-            task_id=task_id,
-            task=task_name,
-            queue=queue,
-            subject=delivery.subject,
-            headers=dict(delivery.headers),
-            payload=payload,
-            payload_encoding=encoding,
-            attempts=attempt,
-            error=error,
-            failed_at=self.broker.now(),
-            worker=self.worker_id,
-        )
-        subject = self.layout.dlq_subject(queue or "unknown", task_name or "unknown")
-        headers = {MSG_ID: f"dlq:{uuid.uuid4().hex}", H_TASK: task_name, H_ID: task_id}
-        await self.broker.publish(Message(subject, _codec.dumps(letter), headers))
-        self.statistics.dead_lettered += 1
+            await settler.fail(delivery, envelope, attempt, outcome.error)
+            settled = Settled("failed", duration, outcome.error)
+        notify_settled(self.app.middleware, context, settled)
 
     async def _settle_malformed(self, delivery: Delivery, reason: str) -> None:
         """A message actorq cannot read goes to the dead-letter queue at once, with the reason."""
         logger.error("malformed task message on %s: %s", delivery.subject, reason)
         headers = delivery.headers
-        task_id = headers.get(H_ID, "")
-        task_name = headers.get(H_TASK, "")
-        queue = queue_of_subject(self.layout, delivery.subject)
         error = ErrorInfo(kind=Kind.DECODE, message=f"malformed task message: {reason}")
         try:
-            await self._dead_letter(
-                delivery, task_id, task_name, queue, delivery.num_delivered, error
+            await self.settler.dead_letter(
+                delivery,
+                headers.get(H_ID, ""),
+                headers.get(H_TASK, ""),
+                queue_of_subject(self.layout, delivery.subject),
+                delivery.num_delivered,
+                error,
             )
         except Exception:
             logger.exception("could not dead-letter a malformed message; it will come again")

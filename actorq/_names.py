@@ -52,6 +52,33 @@ def validate_task_name(name: str) -> str:
     return name
 
 
+_BUCKET_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_KEY_TOKEN = r"[A-Za-z0-9_=/-]+"
+_KEY = re.compile(rf"^{_KEY_TOKEN}(\.{_KEY_TOKEN})*$")
+MAX_KEY = 256
+
+
+def validate_bucket_name(name: str) -> str:
+    """Check a user's KV bucket name: 1-64 letters, digits, ``_`` and ``-``."""
+    if not isinstance(name, str) or not _BUCKET_NAME.match(name):
+        raise ValueError(
+            f"invalid bucket name {name!r}: use 1-64 letters, digits, '_' or '-'"
+            " (it becomes part of a stream name)"
+        )
+    return name
+
+
+def validate_key(key: str, what: str = "key") -> str:
+    """Check a KV key (or a name that becomes one: a lock, a role, a counter...): dot-separated
+    tokens of letters, digits and ``_=/-``, at most 256 characters (it becomes a subject)."""
+    if not isinstance(key, str) or len(key) > MAX_KEY or not _KEY.match(key):
+        raise ValueError(
+            f"invalid {what} {key!r}: use dot-separated tokens of letters, digits, '_', '=',"
+            f" '/' or '-' (for example 'orders.eu'), at most {MAX_KEY} characters"
+        )
+    return key
+
+
 def task_token(name: str) -> str:
     """The subject token of a (valid) task name: dots become ``:``."""
     return name.replace(".", ":")
@@ -145,11 +172,50 @@ class Layout:
     def dlq_subjects(self) -> str:
         return f"{self.prefix}.dlq.>"
 
+    # key-value buckets
+
+    def bucket(self, purpose: str) -> str:
+        """The KV bucket of the app for ``purpose`` (``cancel``, ``idempotency``, ...)."""
+        return f"actorq_{self.namespace}_{purpose}"
+
     def dlq_queue_subjects(self, queue: str) -> str:
         return f"{self.prefix}.dlq.{validate_queue(queue)}.*"
 
     def dlq_subject(self, queue: str, task_name: str) -> str:
         return f"{self.prefix}.dlq.{validate_queue(queue)}.{task_token(task_name)}"
+
+    # coordination primitives (actorq.kv)
+
+    def kv_bucket(self, name: str) -> str:
+        """The bucket of a user's typed store ``name``."""
+        return f"actorq_{self.namespace}_kv_{validate_bucket_name(name)}"
+
+    @property
+    def locks_bucket(self) -> str:
+        return f"actorq_{self.namespace}_locks"
+
+    @property
+    def leaders_bucket(self) -> str:
+        return f"actorq_{self.namespace}_leaders"
+
+    @property
+    def wait_groups_bucket(self) -> str:
+        return f"actorq_{self.namespace}_waitgroups"
+
+    @property
+    def rate_limits_bucket(self) -> str:
+        return f"actorq_{self.namespace}_ratelimits"
+
+    @property
+    def counters_stream(self) -> str:
+        return f"ACTORQ_{self._upper}_COUNTERS"
+
+    @property
+    def counter_subjects(self) -> str:
+        return f"{self.prefix}.counter.>"
+
+    def counter_subject(self, name: str) -> str:
+        return f"{self.prefix}.counter.{validate_key(name, 'counter name')}"
 
 
 def _level(priority: int) -> str:

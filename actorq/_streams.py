@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .broker import Retention, StreamConfig
+from .broker import KvConfig, Retention, StreamConfig
 
 if TYPE_CHECKING:
     from ._app import App
 
 DLQ_MAX_AGE = 7 * 24 * 3600.0
 """Seconds a dead letter is kept."""
+CANCEL_MAX_AGE = 7 * 24 * 3600.0
+"""Seconds a cancellation mark is kept (long enough for any queued task to be picked up)."""
 DEDUPE_WINDOW = 120.0
 """Seconds within which a second publish with the same ``Nats-Msg-Id`` is stored once."""
 
@@ -46,4 +48,19 @@ def app_stream_configs(app: App) -> tuple[StreamConfig, StreamConfig, StreamConf
             replicas=app.replicas,
             max_age=DLQ_MAX_AGE,
         ),
+    )
+
+
+CANCEL = "cancel"
+IDEMPOTENCY = "idempotency"
+CONCURRENCY = "concurrency"
+
+
+def app_bucket_configs(app: App) -> tuple[KvConfig, ...]:
+    """The app's KV buckets: cancellation marks, idempotency records, concurrency slots."""
+    layout = app.layout
+    return (
+        KvConfig(bucket=layout.bucket(CANCEL), max_age=CANCEL_MAX_AGE, replicas=app.replicas),
+        KvConfig(bucket=layout.bucket(IDEMPOTENCY), replicas=app.replicas, allow_per_key_ttl=True),
+        KvConfig(bucket=layout.bucket(CONCURRENCY), replicas=app.replicas, allow_per_key_ttl=True),
     )

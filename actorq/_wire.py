@@ -205,6 +205,9 @@ class TaskEnvelope:
     result_ttl: float | None
     payload: bytes
     headers: Mapping[str, str]
+    idempotency_key: str | None = None
+    concurrency: tuple[int, str] | None = None
+    """``(limit, key)`` of a task with a concurrency key."""
 
 
 def task_headers(
@@ -310,7 +313,19 @@ def parse_task_message(headers: Mapping[str, str], payload: bytes) -> TaskEnvelo
         result_ttl=_number(headers, H_RESULT_TTL),
         payload=payload,
         headers=headers,
+        idempotency_key=headers.get(H_IDEMPOTENCY),
+        concurrency=_concurrency(headers),
     )
+
+
+def _concurrency(headers: Mapping[str, str]) -> tuple[int, str] | None:
+    text = headers.get(H_CONCURRENCY)
+    if text is None:
+        return None
+    limit, _, key = text.partition(":")
+    if not limit.isdigit() or int(limit) < 1 or not key:
+        raise MalformedMessage(f"header {H_CONCURRENCY} is not '<limit>:<key>': {text!r}")
+    return int(limit), key
 
 
 def queue_of_subject(layout: Layout, subject: str) -> str:

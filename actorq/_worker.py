@@ -26,8 +26,11 @@ import trio
 from trio_util import AsyncBool
 
 from ._client import ensure_app_streams
-from ._execution import ExecutionStatistics, Executor
+from ._execution import Executor
+from ._settle import ExecutionStatistics
+from ._streams import CANCEL
 from .actors import ChildSpec, Restart, Shutdown, Strategy, Supervisor, SupervisorPolicy
+from .actors._cancel import CancelWatch
 from .actors._lease import LeaseKeeper
 from .actors._presence import presence_of
 from .actors._queue import QueueActor
@@ -107,12 +110,14 @@ class Worker:
         broker = client.broker
         self._credits = SlotCredits(concurrency)
         self._leases = LeaseKeeper(broker, ack_wait)
+        self._cancels = CancelWatch(broker, client.app.layout.bucket(CANCEL))
         self._executor = Executor(
             client.app,
             broker,
             worker_id=self.id,
             nak_threshold=nak_threshold,
             thread_limiter=trio.CapacityLimiter(thread_limit or concurrency),
+            cancels=self._cancels,
             on_start=self._leases.started,
             on_end=self._leases.ended,
         )
@@ -163,6 +168,7 @@ class Worker:
         """Run until cancelled; then drain gracefully (see the class docstring)."""
         children = [
             ChildSpec("leases", self._leases.run, shutdown=Shutdown.brutal()),
+            ChildSpec("cancels", self._cancels.run, shutdown=Shutdown.brutal()),
             ChildSpec(
                 "slots",
                 self._slots.run,
