@@ -17,6 +17,7 @@ from __future__ import annotations
 import click
 
 from ._cli_run import run
+from ._demo import demo
 from ._cli_server import server
 
 
@@ -27,6 +28,7 @@ def cli() -> None:
 
 
 cli.add_command(run)
+cli.add_command(demo)
 cli.add_command(server)
 
 
