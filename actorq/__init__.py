@@ -16,6 +16,7 @@ from ._errors import (
     EmbeddedServerError as EmbeddedServerError,
     InvalidUrl as InvalidUrl,
     KeyExists as KeyExists,
+    LeaseLost as LeaseLost,
     MailboxFull as MailboxFull,
     NotConnected as NotConnected,
     NotFound as NotFound,

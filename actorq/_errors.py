@@ -151,3 +151,39 @@ class TaskDropped(ActorqError):
 
 class ResultTimeout(ActorqError, TimeoutError):
     """No result arrived within the wait's timeout. The task itself may still run."""
+
+
+# --- coordination (actorq.kv) -------------------------------------------------------------
+
+
+class LeaseLost(ActorqError):
+    """A lease (a lock, a leadership) was lost while its holder relied on it.
+
+    Raised by ``async with client.lock(...)`` when the lease ended before the block did: the
+    block was cancelled at that moment, and this error says which lease and why (taken over
+    after it expired, deleted by someone else, not renewable before its deadline).
+
+    Attributes:
+        name: The lock's (or role's) name.
+        reason: Why the lease is gone.
+    """
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"lease {name!r} was lost: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+class LockHeld(KeyExists):
+    """A lock could not be taken because another holder has it (``timeout`` ran out, or a
+    try-lock with ``timeout=0``). ``holder`` describes the current holder, when known."""
+
+    def __init__(self, message: str, *, holder: str = "") -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class FencedOut(ActorqError):
+    """A fenced write was refused: the writer's lease is gone, or a writer holding a newer
+    lease (a higher fencing token) already wrote the key. A deposed leader gets this instead
+    of corrupting state its successor owns."""
