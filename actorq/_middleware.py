@@ -23,10 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._task import BoundCall
+from ._wire import task_message
+
 if TYPE_CHECKING:
+    from ._app import App
     from ._context import TaskContext
     from ._task import Task
     from ._wire import ErrorInfo
+    from .broker import Message
 
 logger = logging.getLogger("actorq.task")
 
@@ -97,6 +102,36 @@ def chain_dispatch(middleware: Sequence[Middleware], terminal: DispatchNext) -> 
 
         call = wrapped
     return call
+
+
+async def dispatch_message(
+    app: App, call: BoundCall[Any], task_id: str, *, now: float
+) -> Message | None:
+    """The message that enqueues ``call`` after the app's dispatch middleware; None if one
+    dropped it.
+
+    Every kind of producer calls this — the trio client, `actorq.aio` and `actorq.sync` — so
+    dispatch middleware sees every enqueue alike. It runs on the caller's event loop (trio
+    for the client, asyncio for the producers): dispatch hooks should use neither library.
+    """
+    middleware = [m for m in app.middleware if type(m).dispatch is not Middleware.dispatch]
+    if not middleware:
+        return task_message(app.layout, call, task_id, now=now)
+    outcome: list[Dispatch] = []
+
+    async def accept(dispatch: Dispatch) -> None:
+        outcome.append(dispatch)
+
+    await chain_dispatch(middleware, accept)(Dispatch(call.task, task_id, call.task.queue, {}))
+    if not outcome:
+        return None
+    dispatch = outcome[-1]
+    if dispatch.queue != call.task.queue:
+        call = BoundCall(call.task.options(queue=dispatch.queue), call.payload)
+    message = task_message(app.layout, call, task_id, now=now)
+    if dispatch.headers:
+        message = attrs.evolve(message, headers={**dispatch.headers, **message.headers})
+    return message
 
 
 def chain_process(
