@@ -41,6 +41,13 @@ from ._retry import (
     RetryPolicy as RetryPolicy,
 )
 from ._handle import TaskHandle as TaskHandle
+from ._middleware import (
+    Dispatch as Dispatch,
+    LoggingMiddleware as LoggingMiddleware,
+    Middleware as Middleware,
+    Settled as Settled,
+)
+from ._periodic import Periodic as Periodic, PeriodicInfo as PeriodicInfo, Schedule as Schedule
 from ._task import (
     BoundCall as BoundCall,
     Task as Task,

@@ -7,6 +7,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from ._middleware import LoggingMiddleware, Middleware
 from ._names import Layout
+from ._periodic import Periodic, Schedule, make_periodic
 from ._retry import DEFAULT_RETRY, RetryPolicy
 from ._task import Task, TaskOptions, make_task
 
@@ -64,6 +65,7 @@ class App:
             [LoggingMiddleware()] if middleware is None else list(middleware)
         )
         self._tasks: dict[str, Task[Any, Any]] = {}
+        self._periodic: dict[str, Periodic] = {}
 
     @property
     def namespace(self) -> str:
@@ -133,6 +135,29 @@ class App:
             return task
 
         return register if fn is None else register(fn)
+
+    def periodic(
+        self, schedule: str | Schedule, task: Task[P, Any], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Periodic:
+        """Run ``task(*args, **kwargs)`` on a recurring schedule fired by the NATS server.
+
+        ``schedule`` is a six-field cron expression (``"0 */5 * * * *"``: seconds first),
+        ``"@every 30s"``, an alias (``"@hourly"``...) or a `Schedule` with a time zone. Every
+        worker of the app installs it at start (idempotently); each tick runs once, on one
+        worker, however many run. Arguments are checked now, like an enqueue's.
+
+        Raises:
+            ValueError: an expression the server would refuse (named, with the problem).
+            TypeError: arguments that do not fit the task.
+        """
+        periodic = make_periodic(schedule, task, task.encode_arguments(args, kwargs))
+        self._periodic[periodic.id] = periodic
+        return periodic
+
+    @property
+    def periodics(self) -> tuple[Periodic, ...]:
+        """The periodic tasks registered with `periodic`."""
+        return tuple(self._periodic.values())
 
     def use(self, middleware: Middleware) -> Middleware:
         """Add a middleware (inside the ones added before it). Returns it."""

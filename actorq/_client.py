@@ -15,19 +15,22 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 import trio
 
+from . import _codec
 from ._app import App
 from ._dlq import DeadLetterQueue
-from ._errors import MailboxFull, PublishFailed, TaskDropped
+from ._errors import MailboxFull, PublishFailed, TaskDropped, WrongLastSequence
 from ._handle import TaskHandle
+from ._middleware import dispatch_message
 from ._names import TaskIds, new_origin, validate_task_id
-from ._streams import app_bucket_configs, app_stream_configs
+from ._periodic import Periodic, PeriodicInfo, same_schedule
+from ._streams import CANCEL, app_bucket_configs, app_stream_configs
 from ._task import BoundCall, Task, resolve_task
-from ._wire import task_id_for, task_message
+from ._wire import H_ID, H_STATUS, H_TASK, ResultRecord, task_id_for
 from .kv._client_api import CoordinationApi
 from .actors import ActorRef, ChildSpec, Overflow, Shutdown, Supervisor
 from .actors._outbox import Outbox, Publish
 from .actors._results import ResultRouter
-from .broker import Broker, Message, PubAck, open_broker
+from .broker import EXPECTED_LAST_SUBJECT_SEQUENCE, Broker, Message, PubAck, open_broker
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -155,6 +158,39 @@ class Client(CoordinationApi):
         """A fresh task id: this client's origin, then a counter."""
         return self._ids.next()
 
+    async def install_periodic(self, periodic: Periodic) -> bool:
+        """Install (or update) a periodic task's schedule on the server; False if it was
+        already installed as is. Workers do this at start for every ``app.periodic``."""
+        layout = self.app.layout
+        wanted = periodic.message(layout, now=self.broker.now())
+        stored = await self.broker.get_last(layout.tasks_stream, wanted.subject)
+        if stored is not None and same_schedule(dict(stored.headers), stored.data, wanted):
+            return False
+        await self.broker.publish(wanted)
+        return True
+
+    async def periodic_schedules(self) -> list[PeriodicInfo]:
+        """The periodic schedules installed on the server for this app."""
+        layout = self.app.layout
+        found: list[PeriodicInfo] = []
+        seq = 1
+        while True:
+            stored = await self.broker.get_next(layout.tasks_stream, seq, layout.periodic_subjects)
+            if stored is None:
+                return found
+            found.append(PeriodicInfo.of(stored))
+            seq = stored.seq + 1
+
+    async def remove_periodic(self, periodic_id: str) -> bool:
+        """Remove an installed periodic schedule: it fires no more. False if there was none.
+
+        A worker of an app that still registers it installs it again when it starts."""
+        layout = self.app.layout
+        removed = await self.broker.purge_stream(
+            layout.tasks_stream, layout.periodic_subject(periodic_id)
+        )
+        return removed > 0
+
     async def purge_queue(self, queue: str) -> int:
         """Remove every task waiting in ``queue``; returns how many were removed."""
         layout = self.app.layout
@@ -225,23 +261,42 @@ class Client(CoordinationApi):
         else:
             resolved = self.resolve_task(task)
             name, return_type = resolved.name, resolved.return_type
-        pending = self._router.expect(task_id, again=again)
-        return TaskHandle(self._router, pending, name, return_type)
+        return self._new_handle(task_id, name, return_type, again=again)
 
     async def _publish(self, calls: list[BoundCall[Any]]) -> list[TaskHandle[Any]]:
         layout = self.app.layout
         now = self.broker.now()
         handles: list[TaskHandle[Any]] = []
         messages: list[Message] = []
+        dropped = 0
         for call in calls:
-            task = call.task
-            task_id = task_id_for(layout, task, self.new_task_id)
-            messages.append(task_message(layout, call, task_id, now=now))
-            handles.append(
-                TaskHandle(self._router, self._router.expect(task_id), task.name, task.return_type)
+            task_id = task_id_for(layout, call.task, self.new_task_id)
+            message = await self._dispatch(call, task_id, now)
+            if message is None:
+                dropped += 1
+                continue
+            messages.append(message)
+            handles.append(self._new_handle(task_id, call.task.name, call.task.return_type))
+        if messages:
+            await self._send(messages)
+        if dropped:
+            raise TaskDropped(
+                f"dispatch middleware dropped {dropped} of {len(calls)} task(s); the others"
+                " were published"
             )
-        if not messages:
-            return handles
+        return handles
+
+    def _new_handle(
+        self, task_id: str, task: str, return_type: Any, *, again: bool = False
+    ) -> TaskHandle[Any]:
+        pending = self._router.expect(task_id, again=again)
+        return TaskHandle(self._router, pending, task, return_type, cancel=self._cancel)
+
+    async def _dispatch(self, call: BoundCall[Any], task_id: str, now: float) -> Message | None:
+        """The call's message after the app's dispatch middleware; None if one dropped it."""
+        return await dispatch_message(self.app, call, task_id, now=now)
+
+    async def _send(self, messages: list[Message]) -> None:
         try:
             results = await self._outbox.ask(lambda reply: Publish(messages, reply))
         except MailboxFull as error:
@@ -260,4 +315,29 @@ class Client(CoordinationApi):
                     f"{len(failures)} of {len(results)} tasks were refused: {failures[0]}"
                 )
             )
-        return handles
+
+    async def _cancel(self, task_id: str, task: str) -> bool:
+        """Mark a task cancelled and record the cancellation as its outcome (see
+        `TaskHandle.cancel`). False if it already had an outcome."""
+        layout = self.app.layout
+        await self.broker.kv_put(layout.bucket(CANCEL), task_id, self._origin.encode())
+        record = ResultRecord(
+            id=task_id,
+            task=task,
+            status="cancelled",
+            attempts=0,
+            finished_at=self.broker.now(),
+            worker=f"client {self._origin}",
+        )
+        headers = {
+            H_ID: task_id,
+            H_TASK: task,
+            H_STATUS: "cancelled",
+            EXPECTED_LAST_SUBJECT_SEQUENCE: "0",
+        }
+        message = Message(layout.result_subject(task_id), _codec.dumps(record), headers)
+        try:
+            await self.broker.publish(message)
+        except WrongLastSequence:
+            return False
+        return True

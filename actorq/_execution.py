@@ -27,6 +27,8 @@ from . import _codec
 from ._context import TaskContext, set_current_task
 from ._guards import ConcurrencySlots, IdempotencyRecords
 from ._middleware import Settled, chain_process, notify_settled
+from ._names import keyed_task_id
+from ._periodic import H_PERIODIC
 from ._retry import NoRetry, Retry, RetryPolicy, qualified_name
 from ._settle import ExecutionStatistics, Settler
 from ._streams import CONCURRENCY, IDEMPOTENCY
@@ -173,6 +175,12 @@ class Executor:
         )
 
     async def _execute(self, delivery: Delivery, envelope: TaskEnvelope) -> None:
+        periodic = delivery.headers.get(H_PERIODIC)
+        if periodic is not None:
+            # Every tick of a periodic schedule is its own task.
+            tick = f"{periodic}@{delivery.stream_seq}"
+            task_id = keyed_task_id(self.layout.namespace, envelope.task, tick)
+            envelope = attrs.evolve(envelope, id=task_id)
         attempt = envelope.attempts_before + delivery.num_delivered
         context = self._context(delivery, envelope, attempt)
         if self.cancels.is_cancelled(envelope.id):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
 import trio
@@ -24,14 +25,21 @@ class TaskHandle(Generic[R]):
     task)`` in any process that knows the id. Several handles of one task may wait at once.
     """
 
-    __slots__ = ("_pending", "_return_type", "_router", "id", "task")
+    __slots__ = ("_cancel", "_pending", "_return_type", "_router", "id", "task")
 
     def __init__(
-        self, router: ResultRouter, pending: PendingResult, task: str, return_type: Any
+        self,
+        router: ResultRouter,
+        pending: PendingResult,
+        task: str,
+        return_type: Any,
+        *,
+        cancel: Callable[[str, str], Awaitable[bool]] | None = None,
     ) -> None:
         self._router = router
         self._pending = pending
         self._return_type = return_type
+        self._cancel = cancel
         self.id: str = pending.task_id
         """The task id (32 hex characters)."""
         self.task: str = task
@@ -44,6 +52,22 @@ class TaskHandle(Generic[R]):
     def done(self) -> bool:
         """Whether the outcome has arrived here (without waiting or asking the server)."""
         return self._pending.record is not None
+
+    async def cancel(self) -> bool:
+        """Cancel the task, wherever it is.
+
+        A task still queued (or waiting for its delay) will never run; a running one has its
+        handler's cancel scope cancelled on whichever worker runs it (a plain ``def`` handler
+        runs to its end in its thread, but its result is discarded); it is not retried.
+        Awaiting the result raises `TaskCancelled` from now on.
+
+        Returns:
+            True if the cancellation is the task's outcome; False if it had already finished
+            (or been cancelled) — its outcome stands.
+        """
+        if self._cancel is None:
+            raise TypeError("this handle cannot cancel its task (it has no client)")
+        return await self._cancel(self.id, self.task)
 
     async def outcome(self, *, timeout: float | None = None) -> ResultRecord:  # noqa: ASYNC109
         """The raw outcome record (status, value or error, attempts), without raising for

@@ -145,6 +145,13 @@ class Layout:
     def schedule_subject(self, schedule_id: str) -> str:
         return f"{self.prefix}.sched.{schedule_id}"
 
+    @property
+    def periodic_subjects(self) -> str:
+        return f"{self.prefix}.sched.periodic.*"
+
+    def periodic_subject(self, periodic_id: str) -> str:
+        return f"{self.prefix}.sched.periodic.{periodic_id}"
+
     # results
 
     @property

@@ -21,7 +21,7 @@ from . import _codec
 from ._errors import TaskCancelled, TaskFailed
 from ._names import Layout, keyed_task_id, validate_task_id, validate_task_name
 from ._retry import Backoff, RetryPolicy, qualified_name
-from .broker import MSG_ID, Message
+from .broker import MSG_ID, SCHEDULE, SCHEDULE_TARGET, Message
 
 if TYPE_CHECKING:
     from ._task import BoundCall, Task

@@ -188,6 +188,8 @@ class Worker:
             children,
             policy=SupervisorPolicy(strategy=Strategy.REST_FOR_ONE, intensity=5, period=30.0),
         )
+        for periodic in self.client.app.periodics:
+            await self.client.install_periodic(periodic)
         try:
             async with trio.open_nursery() as nursery:
 
