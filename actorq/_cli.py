@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import click
 
+from ._cli_dlq import dlq
+from ._cli_inspect import health, purge, queues, workers
 from ._cli_run import run
-from ._demo import demo
 from ._cli_server import server
+from ._cli_tasks import enqueue, task
+from ._demo import demo
 
 
 @click.group()
@@ -30,6 +33,8 @@ def cli() -> None:
 cli.add_command(run)
 cli.add_command(demo)
 cli.add_command(server)
+for command in (queues, workers, task, enqueue, dlq, purge, health):
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ import click
 import trio
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ._app import App
 from ._client import nats_options_from_env
@@ -309,8 +310,16 @@ def _translated(error: BaseException) -> BaseException:
 
 # --- output --------------------------------------------------------------------------------
 
-stdout = Console(highlight=False, soft_wrap=False)
-stderr = Console(stderr=True, highlight=False)
+
+def _console(*, err: bool) -> Console:
+    # Not a terminal (a pipe, a file, a test): wide enough that tables are not cut at 80.
+    stream = sys.stderr if err else sys.stdout
+    tty = stream.isatty() or "COLUMNS" in os.environ
+    return Console(stderr=err, highlight=False, soft_wrap=True, width=None if tty else 200)
+
+
+stdout = _console(err=False)
+stderr = _console(err=True)
 
 
 def print_json(document: Any) -> None:
@@ -328,7 +337,7 @@ def table(
         numeric = bool(rows) and all(isinstance(row[index], int | float) for row in rows)
         grid.add_column(name, justify="right" if numeric else "left")
     for row in rows:
-        grid.add_row(*("-" if cell is None else str(cell) for cell in row))
+        grid.add_row(*(Text("-" if cell is None else str(cell)) for cell in row))
     return grid
 
 
