@@ -85,7 +85,9 @@ class LeaderElector:
         holder: str | None = None,
         config: KvConfig | None = None,
     ) -> None:
-        self._key = LeaseKey(broker, bucket, role, ttl=ttl, holder=holder, config=config)
+        self._key = LeaseKey(
+            broker, bucket, role, ttl=ttl, holder=holder, config=config, what="role name"
+        )
         self.role = self._key.name
         self.ttl = self._key.ttl
         self.is_leader: AsyncValue[bool] = AsyncValue(False)
@@ -144,7 +146,10 @@ class LeaderElector:
         self.is_leader.value = lease is not None
         change = LeadershipChange(lease is not None, lease or was, reason)
         for subscriber in list(self._subscribers):
-            subscriber.send_nowait(change)
+            try:
+                subscriber.send_nowait(change)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._subscribers.discard(subscriber)  # it stopped listening
         if lease is not None:
             logger.info("%r: leader of %r (token %d)", self._key.holder, self.role, lease.token)
         else:
@@ -186,9 +191,9 @@ class LeaderElector:
                     await self._release(held)
                     held = None
         finally:
+            self._set(None, "stopped")
             if held is not None:
                 await self._release(held)
-            self._set(None, "stopped")
 
     async def _campaign(self) -> Held | None:
         return await self._key.try_acquire()

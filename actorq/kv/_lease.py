@@ -95,6 +95,7 @@ class LeaseKey:
             so a fraction is rounded up for it and counts as given for the holder).
         holder: Who acquires (for people); defaults to ``host:pid``.
         config: The bucket's config, ensured before the first acquisition; None if it exists.
+        what: What the name is, for errors (``lock name``, ``role name``).
     """
 
     def __init__(
@@ -106,10 +107,11 @@ class LeaseKey:
         ttl: float,
         holder: str | None = None,
         config: KvConfig | None = None,
+        what: str = "lease name",
     ) -> None:
         self.broker = broker
         self.bucket = bucket
-        self.name = validate_key(name, "lease name")
+        self.name = validate_key(name, what)
         self.server_ttl = whole_seconds(ttl)
         self.ttl = float(ttl)
         self.holder = holder or default_holder()

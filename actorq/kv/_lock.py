@@ -74,7 +74,9 @@ class Lock:
     ) -> None:
         if timeout is not None and timeout < 0:
             raise ValueError(f"timeout must be None or >= 0, got {timeout!r}")
-        self._key = LeaseKey(broker, bucket, name, ttl=ttl, holder=holder, config=config)
+        self._key = LeaseKey(
+            broker, bucket, name, ttl=ttl, holder=holder, config=config, what="lock name"
+        )
         self.name = self._key.name
         self.ttl = self._key.ttl
         self.timeout = timeout
