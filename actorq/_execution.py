@@ -32,8 +32,11 @@ from ._periodic import H_PERIODIC
 from ._retry import NoRetry, Retry, RetryPolicy, qualified_name
 from ._settle import ExecutionStatistics, Settler
 from ._streams import CONCURRENCY, IDEMPOTENCY
+from .broker import KvConfig
+from .kv._ratelimit import RateLimiter
 from ._wire import (
     H_ID,
+    H_RATE_SLOT,
     H_TASK,
     ErrorInfo,
     Kind,
@@ -57,6 +60,9 @@ SETTLE_RETRY_DELAY = 1.0
 """Seconds before a message whose outcome could not be stored is delivered again."""
 DEFER_DELAY = 1.0
 """Seconds a task waits for a busy concurrency key before it is tried again."""
+RATE_WAIT_IN_SLOT = 1.0
+"""A task whose rate-limited turn is at most this many seconds away waits in its slot; one
+whose turn is later is put back until then."""
 CONCURRENCY_TTL = 30.0
 """Seconds a concurrency slot outlives a worker that crashed while holding it."""
 
@@ -130,6 +136,7 @@ class Executor:
         self.concurrency = ConcurrencySlots(
             broker, app.layout.bucket(CONCURRENCY), owner=worker_id, ttl=CONCURRENCY_TTL
         )
+        self._rate_limiters: dict[str, RateLimiter] = {}
         self._on_start = on_start
         self._on_end = on_end
 
@@ -220,6 +227,18 @@ class Executor:
             error = ErrorInfo(kind=Kind.DECODE, message=str(decode_error))
             await self._settle(delivery, envelope, context, Failed(error, None), duration=0.0)
             return
+        if envelope.rate_limit is not None:
+            slot = envelope.rate_slot or await self._rate_limiter(envelope.rate_limit).reserve(
+                envelope.task
+            )
+            wait = slot - self.broker.now()
+            if wait > RATE_WAIT_IN_SLOT:
+                # Its turn is far off: free the slot meanwhile, keeping the reservation.
+                extra = {H_RATE_SLOT: repr(slot)}
+                await self.settler.defer(delivery, envelope, attempt, wait, extra)
+                return
+            if wait > 0:
+                await trio.sleep(wait)
         if envelope.concurrency is None:
             await self._run(delivery, envelope, task, context, args, kwargs)
             return
@@ -230,6 +249,15 @@ class Executor:
             return
         async with self.concurrency.held(slot):
             await self._run(delivery, envelope, task, context, args, kwargs)
+
+    def _rate_limiter(self, rate: str) -> RateLimiter:
+        limiter = self._rate_limiters.get(rate)
+        if limiter is None:
+            bucket = self.layout.rate_limits_bucket
+            config = KvConfig(bucket, replicas=self.app.replicas, allow_per_key_ttl=True)
+            limiter = RateLimiter(self.broker, bucket, "tasks", rate, config=config)
+            self._rate_limiters[rate] = limiter
+        return limiter
 
     async def _run(
         self,

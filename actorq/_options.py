@@ -15,6 +15,7 @@ import attrs
 
 from ._names import validate_queue
 from ._retry import RetryPolicy
+from .kv._ratelimit import parse_rate
 
 PRIORITY_LEVELS = 4
 """Priorities run from 0 (the default) to 3 (the most urgent)."""
@@ -64,6 +65,11 @@ def _check_key(instance: Any, attribute: Any, value: str | None) -> None:
         )
 
 
+def _check_rate(instance: Any, attribute: Any, value: str | None) -> None:
+    if value is not None:
+        parse_rate(value)  # raises ValueError naming the bad rate
+
+
 def _check_priority(instance: Any, attribute: Any, value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < PRIORITY_LEVELS:
         raise ValueError(
@@ -105,6 +111,9 @@ class TaskOptions:
         concurrency_key: At most ``concurrency_limit`` tasks with this key run at once,
             across all workers (a held slot is released by TTL if its worker crashes).
         concurrency_limit: See ``concurrency_key``.
+        rate_limit: At most this many starts of the task per period across all workers,
+            e.g. ``"100/s"``, ``"20/m"``, ``"5/h"`` (a sliding window in KV; tasks over the
+            limit wait for their turn without holding a worker slot).
     """
 
     queue: str = attrs.field(default="default", converter=validate_queue)
@@ -124,6 +133,7 @@ class TaskOptions:
     priority: int = attrs.field(default=0, validator=_check_priority)
     concurrency_key: str | None = attrs.field(default=None, validator=_check_key)
     concurrency_limit: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    rate_limit: str | None = attrs.field(default=None, validator=_check_rate)
 
     def __attrs_post_init__(self) -> None:
         if self.delay is not None and self.at is not None:

@@ -147,14 +147,28 @@ class Settler:
         self.statistics.retried += 1
 
     async def defer(
-        self, delivery: Delivery, envelope: TaskEnvelope, attempt: int, delay: float
+        self,
+        delivery: Delivery,
+        envelope: TaskEnvelope,
+        attempt: int,
+        delay: float,
+        headers: dict[str, str] | None = None,
     ) -> None:
-        """Put the task back for ``delay`` seconds without counting this attempt."""
-        await self.republish(delivery, envelope, attempts_made=attempt - 1, delay=delay)
+        """Put the task back for ``delay`` seconds without counting this attempt, adding
+        ``headers`` to its message."""
+        await self.republish(
+            delivery, envelope, attempts_made=attempt - 1, delay=delay, extra=headers
+        )
         self.statistics.deferred += 1
 
     async def republish(
-        self, delivery: Delivery, envelope: TaskEnvelope, *, attempts_made: int, delay: float
+        self,
+        delivery: Delivery,
+        envelope: TaskEnvelope,
+        *,
+        attempts_made: int,
+        delay: float,
+        extra: dict[str, str] | None = None,
     ) -> None:
         """Ack and republish as a server-fired schedule carrying the attempts made.
 
@@ -162,6 +176,8 @@ class Settler:
         a republish retried after a crash land once.
         """
         headers = dict(delivery.headers)
+        if extra:
+            headers.update(extra)
         headers[H_ATTEMPT] = str(attempts_made)
         headers[SCHEDULE] = schedule_at(self.broker.now() + delay)
         headers[SCHEDULE_TARGET] = delivery.subject

@@ -39,6 +39,10 @@ H_RESULT = "Actorq-Result"
 H_RESULT_TTL = "Actorq-Result-Ttl"
 H_STATUS = "Actorq-Status"
 H_IDEMPOTENCY = "Actorq-Idempotency-Key"
+H_RATE_LIMIT = "Actorq-Rate-Limit"
+H_RATE_SLOT = "Actorq-Rate-Slot"
+"""On a task put back by its rate limit: the start time it reserved (so it is not reserved
+twice)."""
 H_CONCURRENCY = "Actorq-Concurrency"
 """``<limit>:<key>``: at most ``limit`` tasks with this key run at once."""
 
@@ -206,6 +210,8 @@ class TaskEnvelope:
     payload: bytes
     headers: Mapping[str, str]
     idempotency_key: str | None = None
+    rate_limit: str | None = None
+    rate_slot: float | None = None
     concurrency: tuple[int, str] | None = None
     """``(limit, key)`` of a task with a concurrency key."""
 
@@ -234,6 +240,8 @@ def task_headers(
         headers[H_IDEMPOTENCY] = settings.idempotency_key
     if settings.concurrency_key is not None:
         headers[H_CONCURRENCY] = f"{settings.concurrency_limit}:{settings.concurrency_key}"
+    if settings.rate_limit is not None:
+        headers[H_RATE_LIMIT] = settings.rate_limit
     return headers
 
 
@@ -314,6 +322,8 @@ def parse_task_message(headers: Mapping[str, str], payload: bytes) -> TaskEnvelo
         payload=payload,
         headers=headers,
         idempotency_key=headers.get(H_IDEMPOTENCY),
+        rate_limit=headers.get(H_RATE_LIMIT),
+        rate_slot=_number(headers, H_RATE_SLOT),
         concurrency=_concurrency(headers),
     )
 
