@@ -49,7 +49,7 @@ def _parse_json(text: str | None, option: str, kind: type) -> Any:
         raise BadInput(f"{option} is not valid JSON: {error}") from None
     if not isinstance(value, kind):
         expected = "an array" if kind is list else "an object"
-        raise BadInput(f"{option} must be a JSON {expected}, got {text!r}")
+        raise BadInput(f"{option} must be {expected} in JSON, got {text!r}")
     return value
 
 
