@@ -6,12 +6,17 @@ import json
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
 from clitools import CLI_APP, REPO, actorq_process, cli_env
 
 import actorq
+from actorq._local_node import read_local_node, stop_local_node
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 pytestmark = pytest.mark.integration
 
@@ -144,3 +149,24 @@ async def test_a_child_that_cannot_start_stops_the_parent_with_status_2(
         async with actorq_process(args, env=env) as parent:
             assert await parent.process.wait() == 2
             await parent.wait_for("refused to start")
+
+
+async def test_without_a_url_the_worker_uses_the_local_node(namespace: str, tmp_path: Path) -> None:
+    app = actorq.App(namespace)
+    add = actorq.remote_task("cli.add", returns=int)
+    directory = tmp_path / ".actorq"
+    try:
+        with trio.fail_after(30):
+            args = ["run", str(REPO / CLI_APP)]
+            async with actorq_process(args, env=cli_env(namespace), cwd=tmp_path) as worker:
+                (ready,) = await worker.wait_for(READY)
+                assert "(the local node in .actorq/)" in ready.string
+                node = read_local_node(directory)
+                assert node is not None
+                assert node.url in ready.string
+                async with actorq.connect(app, node.url) as client:
+                    assert await client.call(add, 2, 2) == 4
+                worker.process.send_signal(signal.SIGTERM)
+                assert await worker.process.wait() == 0
+    finally:
+        await trio.to_thread.run_sync(stop_local_node, directory)
