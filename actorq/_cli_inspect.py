@@ -152,7 +152,7 @@ def _queues_json(app: App, snapshot: Snapshot) -> dict[str, Any]:
 
 @click.command("queues")
 @app_options(positional=True)
-@click.option("-Q", "--queue", "only", multiple=True, help="Show only this queue (repeatable).")
+@click.option("-q", "--queue", "only", multiple=True, help="Show only this queue (repeatable).")
 @click.option("--watch", is_flag=True, help="Refresh until Ctrl-C, with rates.")
 @click.option(
     "--interval",

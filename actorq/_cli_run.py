@@ -119,6 +119,7 @@ def choose_queues(app: App, options: tuple[str, ...]) -> tuple[str, ...]:
     default="info",
     show_default=True,
     envvar="ACTORQ_LOG_LEVEL",
+    help="Least severe level logged.",
 )
 @click.option(
     "--json-logs", is_flag=True, envvar="ACTORQ_JSON_LOGS", help="One JSON object per log line."
