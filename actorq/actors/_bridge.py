@@ -66,6 +66,31 @@ class BridgeStatistics:
     """Callbacks queued for trio and not yet run."""
 
 
+class Answer:
+    """The one answer a trio task waits for in `Bridge.answer`; loop-side code sends it."""
+
+    __slots__ = ("abandoned", "task", "_post", "_resolve")
+
+    def __init__(
+        self,
+        task: trio.lowlevel.Task,
+        post: Callable[..., None],
+        resolve: Callable[[Answer, BaseException | None, Any], None],
+    ) -> None:
+        self.task = task
+        self.abandoned = False
+        self._post = post
+        self._resolve = resolve
+
+    def send(self, value: Any) -> None:
+        """Loop thread: wake the waiting trio task with ``value``."""
+        self._post(self._resolve, self, None, value)
+
+    def fail(self, error: BaseException) -> None:
+        """Loop thread: raise ``error`` in the waiting trio task."""
+        self._post(self._resolve, self, error, None)
+
+
 class Bridge:
     """Owns the NATS connection: nats-py on an asyncio loop in one thread.
 
@@ -92,7 +117,7 @@ class Bridge:
         self._outbox: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
         self._outbox_scheduled = False
         self._token: trio.lowlevel.TrioToken | None = None
-        self._waiting: set[Call] = set()
+        self._waiting: set[Call | Answer] = set()
         self._closed = False
 
     # --- lifecycle --------------------------------------------------------------------
@@ -196,6 +221,28 @@ class Bridge:
         result: T = await trio.lowlevel.wait_task_rescheduled(abort)
         return result
 
+    async def answer(self, submit: Callable[..., None], *args: Any) -> Any:
+        """Wait for an `Answer` that loop-side code sends; no asyncio task is involved.
+
+        ``submit(answer, *args)`` runs here, on the trio thread, and hands ``answer`` to the
+        loop (typically by queueing it on a lane drained by one cast per batch); the loop
+        calls ``answer.send(value)`` or ``answer.fail(error)`` once. Cancelling the caller
+        returns at once (a later answer is dropped); stopping the Bridge fails the wait with
+        `NotConnected`, like `call`.
+        """
+        self._live_side()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        answer = Answer(trio.lowlevel.current_task(), self._post, self._resolve)
+        submit(answer, *args)
+        self._waiting.add(answer)
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            answer.abandoned = True
+            self._waiting.discard(answer)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)
+
     def cast(self, fn: Callable[..., None], *args: Any) -> None:
         """Run ``fn(*args)`` (a plain function) on the loop thread soon; do not wait.
 
@@ -250,7 +297,7 @@ class Bridge:
             except BaseException:  # noqa: BLE001
                 logger.exception("bridge callback %r failed", fn)
 
-    def _resolve(self, call: Call, error: BaseException | None, value: Any) -> None:
+    def _resolve(self, call: Call | Answer, error: BaseException | None, value: Any) -> None:
         if call.abandoned:
             return
         call.abandoned = True

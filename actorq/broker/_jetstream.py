@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .._errors import NotConnected, PublishFailed
-from ..actors._bridge import Bridge, open_bridge
+from ..actors._bridge import Answer, Bridge, open_bridge
 from ._jetstream_admin import Admin
 from ._jetstream_kv import Kv, Watch
 from ._jetstream_pull import PullState
@@ -76,6 +76,7 @@ class JetStreamBroker:
         self._bridge = bridge
         self._wire = parts.wire
         self._lane = parts.wire.replies
+        self._publishes = parts.wire.publishes
         self._admin = parts.admin
         self._kv = parts.kv
         self._pull_expires = pull_expires
@@ -138,10 +139,20 @@ class JetStreamBroker:
             PublishFailed: no stream listens on the subject, an expectation header failed,
                 or no PubAck arrived in time.
         """
-        [result] = await self._bridge.call(self._wire.publish_many, (message,))
-        if isinstance(result, PublishFailed):
-            raise result
+        result: PubAck = await self._bridge.answer(self._submit_publish, message)
         return result
+
+    def _submit_publish(self, answer: Answer, message: Message) -> None:
+        # The publish lane: one cast carries every publish queued until the loop gets to it.
+        lane = self._publishes
+        lane.items.append((message, answer))
+        if not lane.scheduled:
+            lane.scheduled = True
+            try:
+                self._bridge.cast(self._wire.drain_publishes)
+            except BaseException:
+                lane.scheduled = False
+                raise
 
     async def publish_many(self, messages: Sequence[Message]) -> list[PubAck | PublishFailed]:
         """Publish a batch with one window of outstanding PubAcks; one result per message."""

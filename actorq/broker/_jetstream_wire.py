@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription
 
+    from ..actors._bridge import Answer
     from ..actors._bridge_loop import LoopSide
 
 logger = logging.getLogger("actorq.jetstream")
@@ -132,7 +133,25 @@ class ReplyLane:
         self.scheduled = False
 
 
+class PublishLane:
+    """Single publishes from trio that wait for their PubAck without an asyncio task each.
+
+    Trio appends ``(message, answer)`` (see `Bridge.answer`); when it finds the lane idle it
+    casts `Wire.drain_publishes` once; the loop writes everything queued by then, and each
+    PubAck (or failure) goes back to trio through its answer. A ``publish`` awaited on its own
+    costs two thread crossings, shared with every other publish and ack in flight.
+    """
+
+    __slots__ = ("items", "scheduled")
+
+    def __init__(self) -> None:
+        self.items: deque[tuple[Message, Answer]] = deque()
+        self.scheduled = False
+
+
 class _Batch:
+    """A `Wire.publish_many` call waiting for its PubAcks."""
+
     __slots__ = ("messages", "results", "remaining", "done")
 
     def __init__(self, messages: Sequence[Message], done: asyncio.Future[None]) -> None:
@@ -140,6 +159,35 @@ class _Batch:
         self.results: list[PubAck | PublishFailed | None] = [None] * len(messages)
         self.remaining = len(messages)
         self.done = done
+
+    def subject(self, index: int) -> str:
+        return self.messages[index].subject
+
+    def settle(self, index: int, result: PubAck | PublishFailed) -> None:
+        self.results[index] = result
+        self.remaining -= 1
+        if self.remaining == 0 and not self.done.done():
+            self.done.set_result(None)
+
+
+class _Single:
+    """A publish from the `PublishLane` waiting for its PubAck."""
+
+    __slots__ = ("answer", "deadline", "topic")
+
+    def __init__(self, topic: str, answer: Answer, deadline: float) -> None:
+        self.topic = topic
+        self.answer = answer
+        self.deadline = deadline
+
+    def subject(self, index: int) -> str:
+        return self.topic
+
+    def settle(self, index: int, result: PubAck | PublishFailed) -> None:
+        if type(result) is PubAck:
+            self.answer.send(result)
+        else:
+            self.answer.fail(result)  # type: ignore[arg-type]
 
 
 class Wire:
@@ -154,10 +202,17 @@ class Wire:
         self.writer = RawWriter(side.nc)
         self.inboxes = Inboxes(side.nc)
         self.replies = ReplyLane()
+        self.publishes = PublishLane()
         self._prefix = ""
         self._next_token = 0
-        self._pending: dict[str, tuple[_Batch, int]] = {}
+        self._pending: dict[str, tuple[_Batch | _Single, int]] = {}
         self._window_waiters: list[asyncio.Future[None]] = []
+        self._lane_blocked = False
+        """The publish lane waits for room in the window."""
+        self._singles: deque[tuple[str, _Single]] = deque()
+        """Lane publishes in the order they were written, for their timeouts."""
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._sweep_interval = min(1.0, ack_timeout / 4)
 
     async def start(self) -> None:
         self._prefix = self.nc.new_inbox() + "."
@@ -230,22 +285,111 @@ class Wire:
         entry = self._pending.pop(subject[len(self._prefix) :], None)
         if entry is None:
             return  # timed out or cancelled meanwhile
-        batch, index = entry
-        self._settle(batch, index, _puback_result(batch.messages[index].subject, data, headers))
-        if self._window_waiters and len(self._pending) < self.resume_below:
+        target, index = entry
+        target.settle(index, _puback_result(target.subject(index), data, headers))
+        if (self._window_waiters or self._lane_blocked) and len(self._pending) < self.resume_below:
             self._open_window()
 
     def _settle(self, batch: _Batch, index: int, result: PubAck | PublishFailed) -> None:
-        batch.results[index] = result
-        batch.remaining -= 1
-        if batch.remaining == 0 and not batch.done.done():
-            batch.done.set_result(None)
+        batch.settle(index, result)
 
     def _open_window(self) -> None:
         waiters, self._window_waiters = self._window_waiters, []
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+        if self._lane_blocked:
+            self._lane_blocked = False
+            self.drain_publishes()
+
+    def drain_publishes(self) -> None:
+        """Cast from trio: write every publish queued on the `PublishLane`."""
+        lane = self.publishes
+        lane.scheduled = False
+        items = lane.items
+        if not items:
+            return
+        if self._lane_blocked:
+            return  # the window or nats-py's buffer is full: drained again when it is not
+        if not self.nc.is_connected or not self.writer.usable:
+            while items:
+                message, answer = items.popleft()
+                if self.nc.is_connected:  # pragma: no cover - without nats-py's buffer internals
+                    asyncio.ensure_future(self._publish_one(message, answer))
+                else:
+                    state = "closed" if self.nc.is_closed else "reconnecting"
+                    answer.fail(NotConnected(f"cannot publish: not connected to NATS ({state})"))
+            return
+        pending = self._pending
+        write = self.writer.write
+        prefix = self._prefix
+        max_payload = self.nc.max_payload
+        deadline = self.side.loop.time() + self.ack_timeout
+        singles = self._singles
+        while items:
+            if len(pending) >= self.window:
+                self._lane_blocked = True  # `_open_window` drains the rest
+                return
+            if self.writer.over_limit():
+                # nats-py's buffer is full: let its flusher catch up, then go on.
+                self._lane_blocked = True
+                asyncio.ensure_future(self._flush_then_drain())
+                return
+            message, answer = items.popleft()
+            token = str(self._next_token)
+            self._next_token += 1
+            subject = message.subject
+            try:
+                if len(message.data) > max_payload:
+                    raise EncodeError(f"payload larger than {max_payload} bytes")
+                write(pub_command(subject, prefix + token, message.data, message.headers))
+            except Exception as exc:  # noqa: BLE001 - reported to the caller
+                answer.fail(_publish_error(subject, exc))
+                continue
+            single = _Single(subject, answer, deadline)
+            pending[token] = (single, 0)
+            singles.append((token, single))
+        if self._sweeper is None and singles:
+            self._sweeper = self.side.loop.call_later(self._sweep_interval, self._sweep)
+
+    async def _flush_then_drain(self) -> None:
+        try:
+            await self.writer.flush()
+        finally:
+            self._lane_blocked = False
+            self.drain_publishes()
+
+    async def _publish_one(
+        self, message: Message, answer: Answer
+    ) -> None:  # pragma: no cover - only without nats-py's buffer internals
+        [result] = await self.publish_many([message])
+        _Single(message.subject, answer, 0.0).settle(0, result)
+
+    def _sweep(self) -> None:
+        """Forget answered lane publishes; fail those whose PubAck did not come within
+        ``ack_timeout``. Runs every `_sweep_interval` while lane publishes are tracked."""
+        self._sweeper = None
+        singles = self._singles
+        pending = self._pending
+        now = self.side.loop.time()
+        while singles:
+            token, single = singles[0]
+            if token in pending:
+                if single.deadline > now:
+                    break
+                del pending[token]
+                single.settle(
+                    0,
+                    PublishFailed(
+                        f"publish to {single.topic!r}: no PubAck from the server within "
+                        f"{self.ack_timeout:g}s"
+                    ),
+                )
+            singles.popleft()
+        if singles:
+            self._sweeper = self.side.loop.call_later(self._sweep_interval, self._sweep)
+        if self._lane_blocked and len(pending) < self.resume_below:
+            self._open_window()
 
     async def publish_core(self, message: Message) -> None:
         await self.nc.publish(message.subject, message.data, headers=dict(message.headers) or None)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from actorq import NotConnected, NotFound, PublishFailed, start_server
 from actorq._embedded_base import free_ports
@@ -276,6 +277,37 @@ async def test_publish_many_reports_a_bad_message_in_place(nats_url: str, namesp
     assert isinstance(results[3], PubAck)
     assert results[3].duplicate
     assert results[3].seq == results[0].seq
+
+
+async def test_single_publishes_share_the_window(nats_url: str, namespace: str) -> None:
+    """`publish` goes through the publish lane; many at once wait for room in the window."""
+    async with open_jetstream_broker(nats_url, publish_window=4) as broker:
+        stream, prefix = await work_queue(broker, namespace)
+        acks: list[PubAck] = []
+
+        async def publish(i: int) -> None:
+            acks.append(await broker.publish(Message(f"{prefix}.a", str(i).encode())))
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                for i in range(200):
+                    nursery.start_soon(publish, i)
+            await wait_idle(broker)
+    assert sorted(ack.seq for ack in acks) == list(range(1, 201))
+
+
+async def test_cancelled_publishes_are_not_waited_for(nats_url: str, namespace: str) -> None:
+    async with open_jetstream_broker(nats_url) as broker:
+        stream, prefix = await work_queue(broker, namespace)
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                for i in range(100):
+                    nursery.start_soon(broker.publish, Message(f"{prefix}.a", str(i).encode()))
+                await trio.testing.wait_all_tasks_blocked()  # the publishes are waiting
+                nursery.cancel_scope.cancel()
+            await wait_idle(broker)
+            ack = await broker.publish(Message(f"{prefix}.a", b"after"))
+    assert ack.seq > 0
 
 
 async def test_header_values_lose_line_breaks(nats_url: str, namespace: str) -> None:
