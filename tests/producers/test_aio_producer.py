@@ -17,9 +17,10 @@ from producer_tasks import Point, add, double, fail, point, sleep, stamp
 import actorq
 import actorq.aio
 from actorq import App
-from actorq.testing import WorkerThread, isolated_app
+from actorq.testing import WorkerThread, isolated_app, run_server, worker_thread
 
 if TYPE_CHECKING:
+    import pathlib
     from collections.abc import Coroutine
 
 T = TypeVar("T")
@@ -215,3 +216,34 @@ def test_an_unreachable_server_fails_fast_naming_the_url(producer_app: App) -> N
     assert time.monotonic() - started < 5
     assert f"nats://u:***@127.0.0.1:{port}" in str(caught.value)
     assert "secret" not in str(caught.value)
+
+
+@pytest.mark.slow
+def test_results_and_enqueues_survive_a_server_restart(
+    producer_app: App, tmp_path: pathlib.Path
+) -> None:
+    # A server of its own (the session's must stay up): a result published while the
+    # producer is away is read back from the results stream after it reconnects, and an
+    # enqueue made while the server is down is stored once it is back.
+    mine = isolated_app(producer_app)
+    with run_server(store_dir=tmp_path) as server, worker_thread(mine, server.url):
+
+        async def body() -> None:
+            async with actorq.aio.connect(
+                mine, server.url, reconnect_time_wait=0.1, publish_timeout=30
+            ) as producer:
+                running = await producer.enqueue(sleep, 1.0)
+                await asyncio.to_thread(server.kill)
+                assert not producer.connected
+                await asyncio.to_thread(server.restart)
+                # Whichever reconnects first, the result reaches the handle: live, or read
+                # from the results stream after the producer's reconnect.
+                assert await running.result(timeout=20) == 1.0
+                await asyncio.to_thread(server.kill)
+                later = asyncio.ensure_future(producer.enqueue(add, 1, 2))
+                await asyncio.sleep(0.3)
+                assert not later.done()  # waits for the server, does not fail
+                await asyncio.to_thread(server.restart)
+                assert await (await later).result(timeout=20) == 3
+
+        run(body())
