@@ -24,8 +24,29 @@ converter = make_converter()
 _PASSTHROUGH: tuple[object, ...] = (Any, object, inspect.Parameter.empty, None)
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def to_json(value: object) -> Any:
-    """Unstructure a value into JSON-compatible builtins."""
+    """Unstructure a value into JSON-compatible builtins.
+
+    Values of the exact JSON types (``str``, ``int``, ``float``, ``bool``, None, and ``list``
+    and ``dict`` with ``str`` keys holding such values) are what the converter would return
+    anyway, so they are copied here without its dispatch; everything else — subclasses
+    included, so hooks registered for them apply — goes through the converter.
+    """
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is list:
+        return [to_json(item) for item in value]  # type: ignore[attr-defined]
+    if kind is dict:
+        document: dict[str, Any] = {}
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                return converter.unstructure(value)
+            document[key] = to_json(item)
+        return document
     return converter.unstructure(value)
 
 
@@ -40,9 +61,26 @@ def from_json(value: Any, annotation: Any) -> Any:
     return converter.structure(value, annotation)
 
 
+def _not_serializable(value: object) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# One compact encoder for every call (``json.dumps`` with options builds a new one each time).
+# No circular-reference markers: `to_json` has walked the value already, so a cycle has
+# failed there, and without shared markers the encoder is safe to use from any thread.
+_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+if _encoder is not None:
+    _encoder = _encoder(
+        None, _not_serializable, json.encoder.encode_basestring, None, ":", ",", False, False, True
+    )
+
+
 def dumps(value: object) -> bytes:
     """Compact JSON bytes of an unstructured value."""
-    return json.dumps(to_json(value), separators=(",", ":"), ensure_ascii=False).encode()
+    document = to_json(value)
+    if _encoder is None:  # pragma: no cover - a Python without the C accelerator
+        return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    return "".join(_encoder(document, 0)).encode()
 
 
 def loads(data: bytes | str) -> Any:

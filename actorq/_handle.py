@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
@@ -76,7 +75,9 @@ class TaskHandle(Generic[R]):
         Raises:
             ResultTimeout: no outcome within ``timeout`` seconds.
         """
-        with trio.move_on_after(math.inf if timeout is None else timeout):
+        if timeout is None:  # no cancel scope to enter and leave on the common path
+            return await self._router.wait(self._pending)
+        with trio.move_on_after(timeout):
             return await self._router.wait(self._pending)
         raise ResultTimeout(f"no result for task {self.task} ({self.id}) within {timeout} s")
 

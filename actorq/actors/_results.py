@@ -23,6 +23,8 @@ from ..broker import Broker, ConnectionState, CoreMessage
 
 logger = logging.getLogger("actorq.results")
 
+_MIN_SWEEP = 1024
+
 
 @attrs.define(eq=False)
 class PendingResult:
@@ -47,9 +49,11 @@ class ResultRouter:
         self.broker = broker
         self.layout = layout
         self.origin = origin
-        self._pending: weakref.WeakValueDictionary[str, PendingResult] = (
-            weakref.WeakValueDictionary()
-        )
+        # Task id -> weak reference: an entry lives as long as a handle holds its pending
+        # result. Plain references (a WeakValueDictionary costs a Python-level KeyedRef per
+        # entry) with dead ones swept whenever the table has doubled since the last sweep.
+        self._pending: dict[str, weakref.ref[PendingResult]] = {}
+        self._sweep_at = _MIN_SWEEP
         self.epoch = 0
         """Increments whenever the subscription may have missed results (a reconnect)."""
 
@@ -58,11 +62,21 @@ class ResultRouter:
 
         ``again``: the task runs again (requeued), so an outcome already known is stale.
         """
-        pending = None if again else self._pending.get(task_id)
+        pending = None if again else self._get(task_id)
         if pending is None:
             pending = PendingResult(task_id, epoch=self.epoch)
-            self._pending[task_id] = pending
+            self._pending[task_id] = weakref.ref(pending)
+            if len(self._pending) >= self._sweep_at:
+                self._sweep()
         return pending
+
+    def _get(self, task_id: str) -> PendingResult | None:
+        ref = self._pending.get(task_id)
+        return None if ref is None else ref()
+
+    def _sweep(self) -> None:
+        self._pending = {key: ref for key, ref in self._pending.items() if ref() is not None}
+        self._sweep_at = max(_MIN_SWEEP, 2 * len(self._pending))
 
     def is_own(self, task_id: str) -> bool:
         return task_origin(task_id) == self.origin
@@ -77,7 +91,7 @@ class ResultRouter:
 
     def _route(self, message: CoreMessage) -> None:
         task_id = message.subject.rsplit(".", 1)[-1]
-        pending = self._pending.get(task_id)
+        pending = self._get(task_id)
         if pending is not None:
             self._route_to(pending, message)
 
@@ -89,8 +103,9 @@ class ResultRouter:
                     await self._recheck_stored()
 
     async def _recheck_stored(self) -> None:
-        for pending in list(self._pending.values()):
-            if pending.record is None:
+        for ref in list(self._pending.values()):
+            pending = ref()
+            if pending is not None and pending.record is None:
                 await self.fetch_stored(pending)
 
     async def fetch_stored(self, pending: PendingResult) -> None:

@@ -169,7 +169,7 @@ class JetStreamBroker:
         """Every message published to ``subject`` (wildcards allowed) from now on."""
         check_filter(subject)
         stream: EventStream[CoreMessage] = EventStream(f"subscription {subject!r}")
-        loop_sub = CoreSubscription(self._bridge.loop_side, subject, stream.push)
+        loop_sub = CoreSubscription(self._wire, subject, stream.push)
         await self._bridge.call(loop_sub.open)
         try:
             yield stream

@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
     from nats.aio.client import Client
-    from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription
 
     from ..actors._bridge import Answer
@@ -553,12 +552,14 @@ LAST_SEQUENCE_PATTERN = re.compile(r"wrong last sequence: (\d+)")
 
 
 class CoreSubscription:
-    """A plain subscription whose messages go to trio in batches."""
+    """A plain subscription whose messages go to trio in batches.
 
-    def __init__(
-        self, side: LoopSide, subject: str, emit: Callable[[list[CoreMessage]], None]
-    ) -> None:
-        self.side = side
+    Its messages are taken at nats-py's dispatch point (`Inboxes`), like the broker's own
+    inboxes: a client's result subscription is on the hot path.
+    """
+
+    def __init__(self, wire: Wire, subject: str, emit: Callable[[list[CoreMessage]], None]) -> None:
+        self.wire = wire
         self.subject = subject
         self._emit = emit
         self._buffer: list[CoreMessage] = []
@@ -566,27 +567,24 @@ class CoreSubscription:
 
     async def open(self) -> None:
         try:
-            self._sub = await self.side.nc.subscribe(self.subject, cb=self._on_message)
+            self._sub = await self.wire.inboxes.subscribe(self.subject, self._on_message)
         except BaseException:
             await self.close()
             raise
 
-    async def _on_message(self, msg: Msg) -> None:
-        self._buffer.append(
-            CoreMessage(msg.subject, msg.data, msg.headers or {}, msg.reply or None)
-        )
+    def _on_message(
+        self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None
+    ) -> None:
+        self._buffer.append(CoreMessage(subject, data, headers or {}, reply or None))
         if len(self._buffer) == 1:
-            asyncio.get_running_loop().call_soon(self._flush)
+            self.wire.side.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         batch, self._buffer = self._buffer, []
         if batch:
-            self.side.post(self._emit, batch)
+            self.wire.side.post(self._emit, batch)
 
     async def close(self) -> None:
         sub, self._sub = self._sub, None
         if sub is not None:
-            try:
-                await sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - closing: the interest goes with the connection
-                pass
+            await self.wire.inboxes.unsubscribe(sub)
