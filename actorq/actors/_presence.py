@@ -24,6 +24,7 @@ import trio
 
 from .. import _codec
 from .._errors import NotFound
+from .._names import Layout
 from ..broker import Broker, KvConfig
 from ._stop import current_stop_signal
 
@@ -42,8 +43,8 @@ _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_=-]")
 
 
 def workers_bucket(namespace: str) -> str:
-    """The KV bucket of an app's worker records."""
-    return f"actorq_{namespace}_workers"
+    """The KV bucket of an app's worker records (``actorq_<ns>_workers``)."""
+    return Layout(namespace).bucket("workers")
 
 
 def worker_key(worker_id: str) -> str:
