@@ -229,7 +229,8 @@ def resolve_endpoint(url: str | None, *, start_local: bool) -> Endpoint:
     producer does); otherwise its absence is an error (inspection has nothing to inspect).
     """
     if url:
-        return Endpoint(url, "--url/ACTORQ_URL")
+        from_env = os.environ.get("ACTORQ_URL") == url
+        return Endpoint(url, "ACTORQ_URL" if from_env else "--url")
     if start_local:
         try:
             found = ensure_local_node(DEFAULT_DIRECTORY)

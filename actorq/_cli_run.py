@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import attrs
 import click
 import trio
 
@@ -192,7 +193,7 @@ def run(
             json_logs,
         ) + ["--supervised"]
         sys.exit(run_async(lambda: supervise_processes(argv, processes, shutdown_grace)))
-    options = _WorkerOptions(app, endpoint, queues, concurrency, ack_wait, shutdown_grace)
+    options = WorkerOptions(app, endpoint, queues, concurrency, ack_wait, shutdown_grace)
     try:
         status = run_async(lambda: serve_worker(options, supervised=supervised))
     except click.ClickException:
@@ -224,25 +225,19 @@ def child_argv(
     return argv
 
 
-class _WorkerOptions:
-    def __init__(
-        self,
-        app: App,
-        endpoint: Endpoint,
-        queues: tuple[str, ...],
-        concurrency: int,
-        ack_wait: float,
-        shutdown_grace: float,
-    ) -> None:
-        self.app = app
-        self.endpoint = endpoint
-        self.queues = queues
-        self.concurrency = concurrency
-        self.ack_wait = ack_wait
-        self.shutdown_grace = shutdown_grace
+@attrs.frozen
+class WorkerOptions:
+    """What one worker process runs: the app, where, which queues, how many slots."""
+
+    app: App
+    endpoint: Endpoint
+    queues: tuple[str, ...]
+    concurrency: int
+    ack_wait: float
+    shutdown_grace: float
 
 
-async def serve_worker(options: _WorkerOptions, *, supervised: bool = False) -> int:
+async def serve_worker(options: WorkerOptions, *, supervised: bool = False) -> int:
     """Run one worker until a signal (or, ``supervised``, until the parent process is gone)."""
     app, endpoint = options.app, options.endpoint
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -272,7 +267,7 @@ async def serve_worker(options: _WorkerOptions, *, supervised: bool = False) -> 
     return EXIT_OK
 
 
-def _announce(worker: Worker, options: _WorkerOptions) -> None:
+def _announce(worker: Worker, options: WorkerOptions) -> None:
     endpoint = options.endpoint
     logger.info(
         "worker %s ready: app %r on %s (%s), queues %s, %d slots, pid %d",
