@@ -65,6 +65,8 @@ class Snapshot:
     workers: list[WorkerRecord]
     published: int
     """The tasks stream's last sequence: every task (and scheduled retry) ever stored."""
+    stored: int
+    """Messages in the tasks stream now: every queue's waiting tasks, and delayed ones."""
 
 
 async def take_snapshot(broker: Broker, app: App, only: tuple[str, ...]) -> Snapshot:
@@ -95,7 +97,7 @@ async def take_snapshot(broker: Broker, app: App, only: tuple[str, ...]) -> Snap
             )
         )
     stream = await broker.stream_info(layout.tasks_stream)
-    return Snapshot(broker.now(), rows, workers, stream.last_seq)
+    return Snapshot(broker.now(), rows, workers, stream.last_seq, stream.messages)
 
 
 def _processed(workers: list[WorkerRecord]) -> dict[str, int]:
@@ -129,7 +131,10 @@ def _queues_table(snapshot: Snapshot, previous: Snapshot | None, title: str) -> 
     grid = table(columns, rows, title=title)
     notes = []
     if any(row.pending is None for row in snapshot.queues):
-        notes.append("-: no worker has consumed this queue yet")
+        notes.append(
+            "-: no worker has consumed this queue yet (the app's tasks stream holds "
+            f"{snapshot.stored} message(s) in all, delayed ones included)"
+        )
     if rates:
         assert previous is not None
         elapsed = snapshot.time - previous.time
@@ -147,6 +152,7 @@ def _queues_json(app: App, snapshot: Snapshot) -> dict[str, Any]:
         "app": app.namespace,
         "queues": [attrs.asdict(row) for row in snapshot.queues],
         "workers": len(snapshot.workers),
+        "stream_messages": snapshot.stored,
     }
 
 

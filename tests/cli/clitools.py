@@ -35,7 +35,7 @@ def cli_env(namespace: str | None = None, **extra: str) -> dict[str, str]:
 
 
 class Cli:
-    """A running ``actorq`` subprocess and the lines it wrote to standard error so far."""
+    """A running ``actorq`` subprocess and the lines it wrote so far."""
 
     def __init__(self, process: trio.Process) -> None:
         self.process = process
@@ -72,20 +72,26 @@ class Cli:
 
 @asynccontextmanager
 async def actorq_process(
-    args: Sequence[str], *, env: dict[str, str], cwd: Path = REPO
+    args: Sequence[str], *, env: dict[str, str], cwd: Path = REPO, read_stdout: bool = False
 ) -> AsyncIterator[Cli]:
-    """Start ``python -m actorq ARGS``; kill it on the way out if it still runs."""
+    """Start ``python -m actorq ARGS``; kill it on the way out if it still runs.
+
+    The lines read are standard error's (where logs go), or standard output's with
+    ``read_stdout``; the other stream is discarded.
+    """
+    pipe, discard = subprocess.PIPE, subprocess.DEVNULL
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "actorq", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=pipe if read_stdout else discard,
+        stderr=discard if read_stdout else pipe,
         env=env,
         cwd=cwd,
     )
     cli = Cli(process)
     async with trio.open_nursery() as nursery:
-        assert process.stderr is not None
-        nursery.start_soon(cli._drain, process.stderr)
+        stream = process.stdout if read_stdout else process.stderr
+        assert stream is not None
+        nursery.start_soon(cli._drain, stream)
         try:
             yield cli
         finally:

@@ -10,6 +10,8 @@ import pytest
 import trio
 from clitools import CLI_APP, actorq_process, cli_env, run_cli
 
+import actorq
+
 pytestmark = pytest.mark.integration
 
 
@@ -87,3 +89,20 @@ async def test_inspection_of_a_running_worker(nats_url: str, namespace: str) -> 
             assert await worker.process.wait() == 0
         # A worker that stopped cleanly removed its presence record.
         assert await actorq.json("workers", *ns) == []
+
+
+async def test_queues_watch_refreshes_until_interrupted(nats_url: str, namespace: str) -> None:
+    app = actorq.App(namespace)
+    args = ["queues", "-n", namespace, "--url", nats_url, "--watch", "--json"]
+    args += ["--interval", "0.2"]
+    with trio.fail_after(20):
+        async with actorq.connect(app, nats_url) as client:
+            await client.enqueue(actorq.remote_task("cli.add"), 1, 2)
+            async with actorq_process(args, env=cli_env(), read_stdout=True) as watch:
+                await watch.wait_for('"queue": "default"', count=3)
+                watch.process.send_signal(signal.SIGINT)
+                assert await watch.process.wait() == 0
+    document = json.loads(watch.lines[0])
+    (default,) = document["queues"]
+    assert default["pending"] is None  # no worker has consumed the queue yet
+    assert document["stream_messages"] == 1
