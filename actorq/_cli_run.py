@@ -149,26 +149,23 @@ def run(
         raise BadInput("--reload runs one worker process; leave out --processes")
     if url:
         refuse_memory(url, "run")
+    # With --reload the app is imported by the worker process only, so a broken edit does
+    # not end the watcher: the next save restarts the worker.
+    app = None if reload else load_app(target)
+    queues = queue_options if app is None else choose_queues(app, queue_options)
+    endpoint = resolve_endpoint(url, start_local=True)
+    if reload or processes > 1:
+        # Worker processes inherit the URL (the local node resolved once, here) through the
+        # environment: on their command line, credentials in it would show in `ps`.
+        os.environ["ACTORQ_URL"] = endpoint.url
+        argv = child_argv(
+            target, concurrency, queues, ack_wait, shutdown_grace, log_level, json_logs
+        )
     if reload:
-        # The app is imported by the worker process only, so a broken edit does not end the
-        # watcher: the next save restarts the worker.
         from ._cli_processes import run_with_reload
 
-        endpoint = resolve_endpoint(url, start_local=True)
-        argv = child_argv(
-            target,
-            endpoint.url,
-            concurrency,
-            queue_options,
-            ack_wait,
-            shutdown_grace,
-            log_level,
-            json_logs,
-        )
         sys.exit(run_with_reload(argv, reload_dirs or (Path.cwd(),), shutdown_grace))
-    app = load_app(target)
-    queues = choose_queues(app, queue_options)
-    endpoint = resolve_endpoint(url, start_local=True)
+    assert app is not None
     if processes > 1:
         from ._cli_processes import supervise_processes
 
@@ -182,16 +179,7 @@ def run(
             concurrency,
             extra={"event": "supervisor_start", "url": endpoint.url, "processes": processes},
         )
-        argv = child_argv(
-            target,
-            endpoint.url,
-            concurrency,
-            queues,
-            ack_wait,
-            shutdown_grace,
-            log_level,
-            json_logs,
-        ) + ["--supervised"]
+        argv.append("--supervised")
         sys.exit(run_async(lambda: supervise_processes(argv, processes, shutdown_grace)))
     options = WorkerOptions(app, endpoint, queues, concurrency, ack_wait, shutdown_grace)
     try:
@@ -206,7 +194,6 @@ def run(
 
 def child_argv(
     target: str,
-    url: str,
     concurrency: int,
     queues: tuple[str, ...],
     ack_wait: float,
@@ -215,7 +202,7 @@ def child_argv(
     json_logs: bool,
 ) -> list[str]:
     """The command line of one worker process, as ``--processes`` and ``--reload`` start it."""
-    argv = [sys.executable, "-m", "actorq", "run", target, "--url", url]
+    argv = [sys.executable, "-m", "actorq", "run", target]
     argv += ["--concurrency", str(concurrency), "--ack-wait", repr(ack_wait)]
     argv += ["--shutdown-grace", repr(shutdown_grace), "--log-level", log_level]
     if queues:
