@@ -136,7 +136,7 @@ def show(
         stdout.print(letter.error.traceback.rstrip(), markup=False)
 
 
-@dlq.command("requeue")
+@dlq.command("requeue", short_help="Enqueue dead letters again, and remove them.")
 @click.argument("seqs", type=click.IntRange(min=1), nargs=-1, required=True, metavar="#...")
 @app_options(positional=False)
 @json_option

@@ -156,7 +156,7 @@ def _queues_json(app: App, snapshot: Snapshot) -> dict[str, Any]:
     }
 
 
-@click.command("queues")
+@click.command("queues", short_help="Pending, in flight, redelivered, workers per queue.")
 @app_options(positional=True)
 @click.option("-q", "--queue", "only", multiple=True, help="Show only this queue (repeatable).")
 @click.option("--watch", is_flag=True, help="Refresh until Ctrl-C, with rates.")
@@ -235,7 +235,7 @@ async def _watch(
             stdout.print()  # Live leaves the last view without a final newline
 
 
-@click.command("workers")
+@click.command("workers", short_help="Live workers: queues, busy slots, counts.")
 @app_options(positional=True)
 @json_option
 def workers(
@@ -291,7 +291,7 @@ def workers(
     run_async(main)
 
 
-@click.command("purge")
+@click.command("purge", short_help="Drop every task waiting in a queue.")
 @click.argument("queue")
 @app_options(positional=False)
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -329,7 +329,7 @@ def purge(
         stdout.print(f"removed {removed} task(s) from queue {queue} of app {app.namespace}")
 
 
-@click.command("health")
+@click.command("health", short_help="Check NATS, streams and workers (exit status).")
 @app_options(positional=True)
 @click.option(
     "--min-workers",

@@ -59,7 +59,7 @@ def choose_queues(app: App, options: tuple[str, ...]) -> tuple[str, ...]:
         raise BadInput(str(error)) from None
 
 
-@click.command("run")
+@click.command("run", short_help="Run a worker for an app.")
 @click.argument("target", metavar="MODULE:APP")
 @click.option(
     "-c",

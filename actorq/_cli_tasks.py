@@ -102,7 +102,7 @@ def _show_record(record: ResultRecord, *, traceback: bool) -> None:
         stdout.print(record.error.traceback.rstrip(), markup=False)
 
 
-@click.command("task")
+@click.command("task", short_help="A task's state and result.")
 @click.argument("task_id", metavar="ID")
 @app_options(positional=False)
 @click.option(
@@ -165,7 +165,7 @@ def task(
     raise SystemExit(0 if record.status == "succeeded" else EXIT_FAILURE)
 
 
-@click.command("enqueue")
+@click.command("enqueue", short_help="Enqueue a task with JSON arguments.")
 @click.argument("task_name", metavar="TASK")
 @app_options(positional=False)
 @click.option("--args", "args_json", metavar="JSON", help="Positional arguments: a JSON array.")

@@ -228,7 +228,7 @@ async def run_demo(console: Console) -> int:
     return 0
 
 
-@click.command("demo")
+@click.command("demo", short_help="A tour in a few seconds, on a NATS of its own.")
 def demo() -> None:
     """Run a tour: an embedded NATS, a worker, tasks that succeed, retry and fail.
 
