@@ -13,7 +13,9 @@ bucket of N per period lets 2N through within one second: a full bucket, then th
 
 ``guard`` (default 50 ms) widens each window a little, so the limit holds for the moments
 callers actually observe — a slot is taken by a process some milliseconds after it was
-computed, and two processes wake with different delays — not only for the computed slots.
+computed, and two processes wake with different delays — not only for the computed slots. A
+reservation that comes back later than half the guard (the write was slow, the process busy)
+is left unused, still counted, and another one is made.
 
 Time is the broker's clock (`Broker.now`): the wall clock on NATS, so processes on several
 machines need synchronised clocks (the limit is off by the clock skew), and trio's clock on the
@@ -23,6 +25,7 @@ while waiting still counts (the limiter errs on the safe side).
 
 from __future__ import annotations
 
+import logging
 import re
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -37,6 +40,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from ..broker import Broker, KvConfig
+
+logger = logging.getLogger("actorq.kv")
 
 _UNITS = {
     "s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0,
@@ -169,12 +174,20 @@ class RateLimiter:
         return slot
 
     async def wait(self, key: str | None = None) -> float:
-        """Reserve a slot and sleep until it comes; returns its time."""
-        slot = await self.reserve(key)
-        delay = slot - self.broker.now()
-        if delay > 0:
-            await trio.sleep(delay)
-        return slot
+        """Reserve a slot and sleep until it comes; returns its time.
+
+        A reservation that comes back more than ``guard / 2`` after its slot (a slow write, a
+        busy process) is not used — starting that late could crowd a later window — but stays
+        counted, and another one is made.
+        """
+        while True:
+            slot = await self.reserve(key)
+            late = self.broker.now() - slot
+            if late <= self.guard / 2:
+                if late < 0:
+                    await trio.sleep(-late)
+                return slot
+            logger.debug("rate limiter %r: slot came %.3f s late, taking another", self.name, late)
 
     @asynccontextmanager
     async def acquire(self, key: str | None = None) -> AsyncIterator[float]:
