@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from .._errors import BrokerError, KeyExists, LockHeld, WrongRevision
+from .._errors import BrokerError, KeyExists, LockHeld, NotFound, WrongRevision
 from .._names import validate_key
 from ..broker import CaughtUp, KvOperation
 from ._fencing import Fence, LeaseRecord, decode_record, encode_record
@@ -142,6 +142,9 @@ class LeaseKey:
             )
         except KeyExists:
             return None
+        except NotFound:
+            self._ensured = self.config is None  # the bucket was deleted: create it next time
+            raise
         fence = Fence(self.broker, self.bucket, self.name, owner, revision)
         lease = Lease(self.name, self.holder, owner, revision, self.ttl, record.acquired, fence)
         return Held(lease, data, revision, sent + self.ttl)

@@ -9,7 +9,7 @@ import trio.testing
 
 import actorq
 from actorq import LeaseLost
-from actorq.broker import open_broker
+from actorq.broker._memory import open_memory_broker
 from actorq.kv import LockHeld
 
 
@@ -119,7 +119,7 @@ async def test_a_lost_lease_cancels_the_block_and_raises_lease_lost(
 async def test_a_holder_that_cannot_renew_gives_up_before_the_server_could_expire_it(
     client: actorq.Client, memory_url: str, autojump_clock: trio.abc.Clock
 ) -> None:
-    async with open_broker(memory_url) as broker:
+    async with open_memory_broker(memory_url.removeprefix("memory://")) as broker:
         with pytest.raises(LeaseLost, match="could not be renewed within its TTL of 3 s"):  # noqa: PT012
             async with client.lock("report", ttl=3):
                 await trio.sleep(1.5)  # renewed at 1.0: the server keeps it until 4.0

@@ -102,7 +102,9 @@ async def test_leader_election_and_failover(nats_client: actorq.Client) -> None:
                     elector: actorq.kv.LeaderElector = elector,
                     scope: trio.CancelScope = scope,
                     *,
-                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                    task_status: trio.TaskStatus[
+                        actorq.kv.LeaderElector
+                    ] = trio.TASK_STATUS_IGNORED,
                 ) -> None:
                     with scope:
                         await elector.run(task_status=task_status)
