@@ -161,7 +161,8 @@ class LeaderElector:
         """Campaign until stopped (`current_stop_signal`) or cancelled.
 
         Reports ready (``task_status.started(self)``) once the first campaign decided whether
-        this candidate leads. Connection errors are logged and retried; it never gives up.
+        this candidate leads (or failed: it is then a follower until the server answers).
+        Connection errors are logged and retried; it never gives up.
         """
         stop = current_stop_signal()
         held: Held | None = None
@@ -175,6 +176,9 @@ class LeaderElector:
                         logger.warning("%r: campaign for %r failed, retrying: %s",
                                        self._key.holder, self.role, exc)  # fmt: skip
                         held = None
+                        if not ready:  # a follower until the server answers
+                            ready = True
+                            task_status.started(self)
                         await trio.sleep(self._key.retry_every)
                         continue
                     if held is not None:

@@ -14,6 +14,7 @@ import trio.testing
 import trio_util
 
 from actorq.actors import ChildSpec, Supervisor
+from actorq.broker._memory import open_memory_broker
 from actorq.kv import FencedOut, LeaderElector
 
 if TYPE_CHECKING:
@@ -186,4 +187,33 @@ async def test_a_lost_lease_is_noticed_and_the_role_campaigned_for_again(
         assert first is not None
         assert elector.token is not None
         assert elector.token > first
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_elector_rides_out_lost_connections(
+    client: actorq.Client, memory_url: str, autojump_clock: trio.abc.Clock
+) -> None:
+    elector = client.leader("scheduler", ttl=3)
+    async with (
+        open_memory_broker(memory_url.removeprefix("memory://")) as broker,
+        trio.open_nursery() as nursery,
+        elector.changes() as changes,
+    ):
+        broker.disconnect()
+        await nursery.start(elector.run)  # ready as a follower while the server is away
+        assert not elector.is_leader.value
+        await trio.sleep(1)
+        broker.reconnect()
+        gained = await changes.receive()
+        assert gained.leader
+        gained_at = trio.current_time()
+        assert 1.0 <= gained_at < 1.5
+        broker.disconnect()  # it cannot renew: it steps down before the lease could expire
+        lost = await changes.receive()
+        assert not lost.leader
+        assert "could not be renewed" in lost.reason
+        assert trio.current_time() == pytest.approx(gained_at + 3 - 0.3)
+        broker.reconnect()
+        again = await changes.receive()
+        assert again.leader
         nursery.cancel_scope.cancel()
