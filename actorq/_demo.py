@@ -77,6 +77,8 @@ class Check:
 
     name: str
     ok: bool
+    observed: str = ""
+    """What the step saw, shown when it did not behave."""
 
 
 class _WorkerLog(logging.Handler):
@@ -129,7 +131,8 @@ async def succeed(demo: Demo) -> Check:
     value = await handle.result()
     await demo.show_attempts(handle.id)
     demo.say(f"add(2, 3) = [green]{value}[/] after {record.attempts} attempt")
-    return Check("success", value == 5 and record.attempts == 1)
+    ok = value == 5 and record.attempts == 1
+    return Check("success", ok, f"value {value!r} after {record.attempts} attempt(s)")
 
 
 async def retry(demo: Demo) -> Check:
@@ -139,7 +142,8 @@ async def retry(demo: Demo) -> Check:
     value = await handle.result()
     await demo.show_attempts(handle.id)
     demo.say(f"charge('A-1001') = [green]{value!r}[/] after {record.attempts} attempts")
-    return Check("retry", record.attempts == 2 and value == "order A-1001 paid")
+    ok = record.attempts == 2 and value == "order A-1001 paid"
+    return Check("retry", ok, f"value {value!r} after {record.attempts} attempt(s)")
 
 
 async def dead_letter(demo: Demo) -> Check:
@@ -151,7 +155,7 @@ async def dead_letter(demo: Demo) -> Check:
         await demo.show_attempts(handle.id)
         demo.say(f"[red]TaskFailed[/] after {failure.attempts} attempts: {escape(failure.message)}")
     else:
-        return Check("dead letter", False)
+        return Check("dead letter", False, "the task succeeded")
     letters = await demo.client.dlq.list()
     for letter in letters:
         demo.say(
@@ -159,8 +163,9 @@ async def dead_letter(demo: Demo) -> Check:
             f"{escape(letter.error.message)}"
         )
     demo.say("[dim]inspect or requeue it with `actorq dlq list|show|requeue`[/]")
-    ok = [(letter.task, letter.task_id) for letter in letters] == [("demo.resize", handle.id)]
-    return Check("dead letter", ok)
+    seen = [(letter.task, letter.task_id) for letter in letters]
+    ok = seen == [("demo.resize", handle.id)]
+    return Check("dead letter", ok, f"dead letters {seen}, task {handle.id}")
 
 
 async def await_by_id(demo: Demo) -> Check:
@@ -172,7 +177,7 @@ async def await_by_id(demo: Demo) -> Check:
         value = await other.handle(handle.id, report).result(timeout=10)
     await demo.show_attempts(handle.id)
     demo.say(f"another client awaited it by id: [green]{value!r}[/]")
-    return Check("await by id", value == "report for 2026-01: 42 orders")
+    return Check("await by id", value == "report for 2026-01: 42 orders", f"value {value!r}")
 
 
 async def batch(demo: Demo) -> Check:
@@ -182,7 +187,8 @@ async def batch(demo: Demo) -> Check:
     values = [await handle.result(timeout=10) for handle in handles]
     elapsed = time.perf_counter() - started
     demo.say(f"200 results in {elapsed:.2f}s; sum of squares 0..199 = [green]{sum(values)}[/]")
-    return Check("batch", sum(values) == sum(n * n for n in range(200)))
+    ok = sum(values) == sum(n * n for n in range(200))
+    return Check("batch", ok, f"sum {sum(values)}")
 
 
 SECTIONS: list[Section] = [succeed, retry, dead_letter, await_by_id, batch]
@@ -218,7 +224,10 @@ async def run_demo(console: Console) -> int:
     )
     console.print(f"[bold]Summary[/]  {summary}")
     if not all(check.ok for check in checks):
-        console.print("[red]Some steps did not behave as expected.[/]")
+        console.print("[red]Some steps did not behave as expected:[/]")
+        for check in checks:
+            if not check.ok:
+                console.print(f"  {check.name}: {escape(check.observed)}")
         return 1
     console.print(
         "All steps behaved; the demo's NATS is stopped and its store removed.\n"
