@@ -40,7 +40,7 @@ from ._names import validate_queue
 from ._worker import Worker
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from ._app import App
 
@@ -180,16 +180,22 @@ def run(
             extra={"event": "supervisor_start", "url": endpoint.url, "processes": processes},
         )
         argv.append("--supervised")
-        sys.exit(run_async(lambda: supervise_processes(argv, processes, shutdown_grace)))
+        sys.exit(_run_logged(lambda: supervise_processes(argv, processes, shutdown_grace)))
     options = WorkerOptions(app, endpoint, queues, concurrency, ack_wait, shutdown_grace)
+    sys.exit(_run_logged(lambda: serve_worker(options, supervised=supervised)))
+
+
+def _run_logged(main: Callable[[], Awaitable[int]]) -> int:
+    """Run ``main`` under trio; an unexpected failure is logged (with its traceback, which
+    is worth having in a worker's log) and is exit status 1."""
     try:
-        status = run_async(lambda: serve_worker(options, supervised=supervised))
+        status: int = run_async(main)
     except click.ClickException:
         raise
     except Exception:
         logger.critical("the worker failed", exc_info=True, extra={"event": "failed"})
-        status = EXIT_FAILURE
-    sys.exit(status)
+        return EXIT_FAILURE
+    return status
 
 
 def child_argv(
