@@ -25,7 +25,7 @@ from ._names import TaskIds, new_origin, validate_task_id
 from ._periodic import Periodic, PeriodicInfo, same_schedule
 from ._streams import CANCEL, app_bucket_configs, app_stream_configs
 from ._task import BoundCall, Task, resolve_task
-from ._wire import H_ID, H_STATUS, H_TASK, ResultRecord, task_id_for
+from ._wire import H_ID, H_STATUS, H_TASK, ResultRecord, decode_result, task_id_for
 from .kv._client_api import CoordinationApi
 from .actors import ActorRef, ChildSpec, Overflow, Shutdown, Supervisor
 from .actors._outbox import Outbox, Publish
@@ -339,5 +339,7 @@ class Client(CoordinationApi):
         try:
             await self.broker.publish(message)
         except WrongLastSequence:
-            return False
+            # An outcome was stored first — possibly by the worker that just cancelled it.
+            stored = await self.broker.get_last(layout.results_stream, message.subject)
+            return stored is not None and decode_result(stored.data).status == "cancelled"
         return True

@@ -27,6 +27,7 @@ from trio_util import AsyncBool
 
 from ._client import ensure_app_streams
 from ._execution import Executor
+from ._options import PRIORITY_LEVELS
 from ._settle import ExecutionStatistics
 from ._streams import CANCEL
 from .actors import ChildSpec, Restart, Shutdown, Strategy, Supervisor, SupervisorPolicy
@@ -98,6 +99,11 @@ class Worker:
         self.queues = tuple(dict.fromkeys(queues))
         for queue in self.queues:
             client.app.layout.queue_consumer(queue)  # validates the name
+        if concurrency < len(self.queues):
+            raise ValueError(
+                f"concurrency {concurrency} is less than the {len(self.queues)} queues: an idle"
+                " queue keeps one slot ready for its next task, so each needs at least one"
+            )
         if ack_wait <= 0 or shutdown_grace < 0:
             raise ValueError("ack_wait must be positive and shutdown_grace not negative")
         self.concurrency = concurrency
@@ -122,16 +128,20 @@ class Worker:
             on_end=self._leases.ended,
         )
         self._slots = SlotPool(self._credits, self._executor.execute, self._give_back)
-        self._queue_actors = [self._queue_actor(queue) for queue in self.queues]
+        self._queue_actors = [
+            self._queue_actor(queue, priority)
+            for queue in self.queues
+            for priority in range(PRIORITY_LEVELS)
+        ]
 
     def __repr__(self) -> str:
         return f"<Worker {self.id} queues={list(self.queues)} concurrency={self.concurrency}>"
 
-    def _queue_actor(self, queue: str) -> QueueActor:
+    def _queue_actor(self, queue: str, priority: int) -> QueueActor:
         layout = self.client.app.layout
         consumer = ConsumerConfig(
-            name=layout.queue_consumer(queue),
-            filter_subjects=(layout.priority_subjects(queue),),
+            name=layout.queue_consumer(queue, priority),
+            filter_subjects=(layout.priority_subjects(queue, priority),),
             ack_wait=self.ack_wait,
             max_ack_pending=self.max_ack_pending,
         )
@@ -143,6 +153,7 @@ class Worker:
             self._credits,
             self._slots,
             share=max(1, self.concurrency - others),
+            priority=priority,
             prepare=lambda: ensure_app_streams(self.client.broker, self.client.app),
         )
 

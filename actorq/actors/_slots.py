@@ -19,13 +19,28 @@ from ..broker import Delivery
 from ._stop import current_stop_signal
 
 
+STARVATION_BREAK = 4
+"""When queues of several priorities wait for slots, every fourth grant goes to the lowest
+one waiting, so a busy high priority never starves the others."""
+
+
+@attrs.define(eq=False)
+class _Waiter:
+    priority: int
+    least: int
+    most: int
+    granted: trio.Event = attrs.field(factory=trio.Event)
+    taken: int = 0
+
+
 class SlotCredits:
     """Free slots not yet promised to any queue.
 
     Credits are handed out in batches when they can be: a queue asking for several waits until
     a quarter of the slots (or all it asked for) are free, so a busy worker sends one pull
     request per batch of finished tasks instead of one per task. A queue asking for one gets
-    it as soon as one slot is free.
+    it as soon as one slot is free. Waiting queues are served highest priority first, but
+    every `STARVATION_BREAK`-th grant goes to the lowest priority waiting.
     """
 
     def __init__(self, total: int) -> None:
@@ -34,18 +49,61 @@ class SlotCredits:
         self.total = total
         self.batch = max(1, total // 4)
         self.free = AsyncValue(total)
+        self.highest_waiting = AsyncValue(-1)
+        """The highest priority of a queue waiting for slots (-1: none), so an idle queue
+        holding a credit can give it up to a more urgent one."""
+        self._waiters: list[_Waiter] = []
+        self._grants = 0
 
-    async def acquire(self, most: int) -> int:
-        """Wait until ``min(most, batch)`` slots are free (at least one), then take up to
-        ``most`` of them."""
+    async def acquire(self, most: int, priority: int = 0) -> int:
+        """Wait until ``min(most, batch)`` slots are free (at least one) and it is this
+        priority's turn, then take up to ``most`` of them."""
         least = max(1, min(most, self.batch))
-        await self.free.wait_value(lambda free: free >= least)
-        taken = min(self.free.value, most)
-        self.free.value -= taken
-        return taken
+        if not self._waiters and self.free.value >= least:
+            taken = min(self.free.value, most)
+            self.free.value -= taken
+            await trio.lowlevel.checkpoint()
+            return taken
+        waiter = _Waiter(priority, least, most)
+        self._waiters.append(waiter)
+        self._update_highest()
+        try:
+            await waiter.granted.wait()
+        except BaseException:
+            if waiter.granted.is_set():
+                self.release(waiter.taken)
+            else:
+                self._waiters.remove(waiter)
+                self._update_highest()
+            raise
+        return waiter.taken
 
     def release(self, count: int = 1) -> None:
         self.free.value += count
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        while self._waiters:
+            waiter = self._next_waiter()
+            if self.free.value < waiter.least:
+                break
+            self._waiters.remove(waiter)
+            waiter.taken = min(self.free.value, waiter.most)
+            self.free.value -= waiter.taken
+            self._grants += 1
+            waiter.granted.set()
+        self._update_highest()
+
+    def _next_waiter(self) -> _Waiter:
+        priorities = {waiter.priority for waiter in self._waiters}
+        lowest_turn = len(priorities) > 1 and self._grants % STARVATION_BREAK == STARVATION_BREAK - 1
+        chosen = min(priorities) if lowest_turn else max(priorities)
+        return next(waiter for waiter in self._waiters if waiter.priority == chosen)
+
+    def _update_highest(self) -> None:
+        highest = max((waiter.priority for waiter in self._waiters), default=-1)
+        if self.highest_waiting.value != highest:
+            self.highest_waiting.value = highest
 
 
 @attrs.frozen

@@ -194,7 +194,10 @@ class JetStreamBroker:
         def grant(n: int) -> None:
             self._bridge.cast(state_box[0].grant, n)
 
-        subscription = PullSubscription(stream, consumer, grant, self._give_back)
+        def withdraw() -> None:
+            self._bridge.cast(state_box[0].withdraw)
+
+        subscription = PullSubscription(stream, consumer, grant, self._give_back, withdraw)
         state = await self._bridge.call(
             self._open_pull, stream, consumer, subscription.deliver, subscription.fail
         )

@@ -96,6 +96,14 @@ class PullState:
         self.credits += credits
         self._top_up()
 
+    def withdraw(self) -> None:
+        """Cast from trio: forget every credit and abandon the outstanding requests — on a
+        fresh inbox, because the server drops a request nobody listens to. What is still
+        buffered here was delivered for those credits; trio gives it back when it arrives."""
+        self.credits = 0
+        if self.pending:
+            asyncio.ensure_future(self._reset())
+
     def _top_up(self) -> None:
         if self._closed or self._resetting or not self.nc.is_connected:
             return

@@ -77,10 +77,12 @@ class PullSubscription:
         consumer: str,
         grant: Callable[[int], None],
         give_back: Callable[[list[Delivery]], None],
+        withdraw: Callable[[], None],
     ) -> None:
         self.stream = stream
         self.consumer = consumer
         self._grant = grant
+        self._withdraw = withdraw
         self._give_back = give_back
         self._credits = 0
         self._ready: list[Delivery] = []
@@ -103,6 +105,15 @@ class PullSubscription:
     def credits(self) -> int:
         """Credits granted and not yet used by a delivery."""
         return self._credits
+
+    def withdraw(self) -> int:
+        """Take back what was granted and not handed out (see `PullSubscription.withdraw`)."""
+        withdrawn = self._credits + len(self._ready)
+        self._credits = 0
+        self._give_back(self._ready)
+        self._ready = []
+        self._withdraw()
+        return withdrawn
 
     async def receive(self) -> list[Delivery]:
         """Wait for the next batch of one or more deliveries.
@@ -139,6 +150,12 @@ class PullSubscription:
         if self._closed:
             self._give_back(batch)
             return
+        if len(batch) > self._credits:
+            # Sent for credits withdrawn meanwhile: not ours to hand out.
+            self._give_back(batch[self._credits :])
+            batch = batch[: self._credits]
+            if not batch:
+                return
         self._credits -= len(batch)
         if self._ready:
             self._ready.extend(batch)

@@ -63,6 +63,16 @@ class MemoryPullSubscription:
         """Credits granted and not yet used by a delivery."""
         return self._request.remaining
 
+    def withdraw(self) -> int:
+        """Take back what was granted and not handed out (see `PullSubscription.withdraw`)."""
+        request = self._request
+        unreceived, request.delivered = request.delivered, []
+        withdrawn = request.remaining + len(unreceived)
+        request.remaining = 0
+        self._consumer.remove_request(request)
+        give_back(self._consumer, unreceived)
+        return withdrawn
+
     async def receive(self) -> list[Delivery]:
         """Wait for the next batch of one or more deliveries."""
         while True:

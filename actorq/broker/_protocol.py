@@ -272,6 +272,15 @@ class PullSubscription(Protocol):
     def credits(self) -> int:
         """Credits granted and not yet used by a delivery."""
 
+    def withdraw(self) -> int:
+        """Take back everything granted and not yet handed out by `receive`; returns how many.
+
+        Unused credits are cancelled (on JetStream the outstanding pull requests are abandoned:
+        the server drops a request whose inbox has no subscriber), and deliveries that arrived
+        but were not received yet — or arrive later for a withdrawn credit — are given back
+        (naked) at once. Never blocks.
+        """
+
     async def receive(self) -> list[Delivery]:
         """Wait for the next batch of one or more deliveries."""
 

@@ -712,3 +712,27 @@ async def test_an_expected_last_subject_sequence_that_does_not_hold_is_refused(
     assert isinstance(result, WrongLastSequence)
     stored = await broker.get_last(stream, f"{prefix}.outcome")
     assert stored is not None and stored.data == b"first"
+
+
+async def test_withdrawn_credits_receive_nothing(broker: Broker, namespace: str) -> None:
+    stream, prefix = await work_stream(broker, namespace)
+    with trio.fail_after(10):
+        async with broker.pull(stream, "workers") as subscription:
+            subscription.request(5)
+            await broker.publish(Message(f"{prefix}.task.a", b"early"))
+            early = await subscription.receive()
+            assert subscription.withdraw() == 4
+            assert subscription.credits == 0
+            for n in range(3):
+                await broker.publish(Message(f"{prefix}.task.a", str(n).encode()))
+            with trio.move_on_after(0.5):
+                extra = await subscription.receive()
+                pytest.fail(f"delivered after withdraw: {extra}")
+            info = await broker.consumer_info(stream, "workers")
+            assert (info.num_pending, info.num_ack_pending) == (3, 1)
+            subscription.request(2)
+            later = await subscription.receive()
+            while len(later) < 2:
+                later += await subscription.receive()
+    assert [d.data for d in early] == [b"early"]
+    assert [d.data for d in later] == [b"0", b"1"]

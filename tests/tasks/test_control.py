@@ -344,3 +344,43 @@ def test_a_bad_schedule_is_refused_when_registered() -> None:
         app.periodic("@at 2030-01-01T00:00:00Z", nightly)
     with pytest.raises(ValueError, match="at least 1s"):
         app.periodic("@every 10ms", nightly)
+
+
+async def test_priorities_run_urgent_work_first_without_starving_the_rest(
+    autojump_clock: trio.testing.MockClock, memory_url: str, namespace: str
+) -> None:
+    app = actorq.App(namespace)
+    order: list[str] = []
+
+    @app.task
+    async def work(kind: str) -> None:
+        order.append(kind)
+        await trio.sleep(1)
+
+    async with actorq.connect(app, memory_url) as client:
+        handles = await client.enqueue_many(work.bind("low") for _ in range(20))
+        handles += await client.enqueue_many(
+            work.options(priority=3).bind("high") for _ in range(20)
+        )
+        async with running_worker(client, concurrency=1):
+            for handle in handles:
+                await handle.result()
+    pattern = "".join("H" if kind == "high" else "l" for kind in order)
+    # Three urgent tasks for every other one while both wait: first, but never starving.
+    assert pattern == "l" + "HHHl" * 6 + "HH" + "l" * 13
+
+
+async def test_an_urgent_task_waits_for_no_idle_queue(
+    autojump_clock: trio.testing.MockClock, memory_url: str, namespace: str
+) -> None:
+    app = actorq.App(namespace)
+
+    @app.task
+    async def urgent() -> float:
+        return trio.current_time()
+
+    async with actorq.connect(app, memory_url) as client, running_worker(client, concurrency=1):
+        await trio.sleep(30)  # every level idle; the default level holds the only slot
+        enqueued = trio.current_time()
+        ran = await client.call(urgent.options(priority=2))
+    assert ran - enqueued < 0.1
