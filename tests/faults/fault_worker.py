@@ -27,7 +27,7 @@ async def record(n: int) -> int:
 
 async def main() -> None:
     async with actorq.connect(app, url) as client:
-        worker = actorq.Worker(client, concurrency=8, ack_wait=2.0)
+        worker = actorq.Worker(client, concurrency=8, ack_wait=5.0)
         async with trio.open_nursery() as nursery:
             await nursery.start(worker.run)
             print("ready", flush=True)

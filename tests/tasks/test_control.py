@@ -326,7 +326,9 @@ async def test_periodic_tasks_fire_once_per_tick_across_workers_and_can_be_remov
         assert await one.periodic_schedules() == []
         fired = len(ticks)
         await trio.sleep(60)
-    assert fired in (6, 7)
+    # Six ticks in a minute; one fewer when the install lands in the last half second
+    # before a tick (the server counts from the install time rounded to the second).
+    assert fired in (5, 6, 7)
     assert len(ticks) == fired
     spacing = {round(b - a) for a, b in zip(ticks, ticks[1:], strict=False)}
     assert spacing == {10}
