@@ -18,7 +18,7 @@ import math
 import traceback
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import trio
@@ -102,6 +102,15 @@ class Cancelled:
 Outcome = Succeeded | Failed | Cancelled
 
 
+class StepHook(Protocol):
+    """Where a DAG step's outcome goes before its message is settled (see ``actorq.dag``)."""
+
+    def is_step(self, envelope: TaskEnvelope) -> bool: ...
+
+    async def settle(self, envelope: TaskEnvelope, attempt: int, outcome: Outcome) -> None:
+        """Record the outcome in the step's run; raising leaves the message to come again."""
+
+
 class Executor:
     """Runs delivered task messages for one worker (shared by all its slots)."""
 
@@ -116,6 +125,7 @@ class Executor:
         cancels: CancelWatch,
         on_start: Callable[[Delivery], None] = lambda delivery: None,
         on_end: Callable[[Delivery], None] = lambda delivery: None,
+        steps: StepHook | None = None,
     ) -> None:
         self.app = app
         self.broker = broker
@@ -139,6 +149,7 @@ class Executor:
         self._rate_limiters: dict[str, RateLimiter] = {}
         self._on_start = on_start
         self._on_end = on_end
+        self.steps = steps
 
     async def execute(self, delivery: Delivery) -> None:
         """Run one delivery to its end: ack, nak, schedule a retry, or dead-letter it.
@@ -356,33 +367,20 @@ class Executor:
     ) -> None:
         settler = self.settler
         attempt = context.attempt
+        data = b""
         if isinstance(outcome, Succeeded):
-            record = settler.record(envelope, attempt, "succeeded", value=outcome.value)
-            problem = None
-            try:
-                data = _codec.dumps(record)
-            except Exception as error:
-                problem = ErrorInfo(
-                    kind=Kind.ENCODE,
-                    message=f"the result cannot be encoded as JSON: {type(error).__name__}: {error}",
-                )
-            else:
-                if len(data) > self.app.max_result_size:
-                    problem = ErrorInfo(
-                        kind=Kind.RESULT_TOO_LARGE,
-                        message=(
-                            f"the result is {len(data)} bytes encoded, more than the app's"
-                            f" max_result_size of {self.app.max_result_size}"
-                        ),
-                    )
+            data, problem = self._encode_result(envelope, attempt, outcome.value)
             if problem is not None:
-                await settler.fail(delivery, envelope, attempt, problem)
-                settled = Settled("failed", duration, problem)
-            else:
-                if envelope.idempotency_key is not None:
-                    await self.idempotency.remember(envelope.id, data)
-                await settler.succeed(delivery, envelope, data)
-                settled = Settled("succeeded", duration)
+                outcome = Failed(problem, None)
+        if self.steps is not None and self.steps.is_step(envelope):
+            # A DAG step's outcome goes to its run's state before the message is settled: if
+            # that write fails this raises, and `execute` naks the message (it comes again).
+            await self.steps.settle(envelope, attempt, outcome)
+        if isinstance(outcome, Succeeded):
+            if envelope.idempotency_key is not None:
+                await self.idempotency.remember(envelope.id, data)
+            await settler.succeed(delivery, envelope, data)
+            settled = Settled("succeeded", duration)
         elif isinstance(outcome, Cancelled):
             await settler.cancelled(delivery, envelope, attempt)
             error = ErrorInfo(kind=Kind.CANCELLED, message="cancelled")
@@ -394,6 +392,28 @@ class Executor:
             await settler.fail(delivery, envelope, attempt, outcome.error)
             settled = Settled("failed", duration, outcome.error)
         notify_settled(self.app.middleware, context, settled)
+
+    def _encode_result(
+        self, envelope: TaskEnvelope, attempt: int, value: Any
+    ) -> tuple[bytes, ErrorInfo | None]:
+        """The encoded result record, or why it cannot be stored."""
+        record = self.settler.record(envelope, attempt, "succeeded", value=value)
+        try:
+            data = _codec.dumps(record)
+        except Exception as error:
+            return b"", ErrorInfo(
+                kind=Kind.ENCODE,
+                message=f"the result cannot be encoded as JSON: {type(error).__name__}: {error}",
+            )
+        if len(data) > self.app.max_result_size:
+            return data, ErrorInfo(
+                kind=Kind.RESULT_TOO_LARGE,
+                message=(
+                    f"the result is {len(data)} bytes encoded, more than the app's"
+                    f" max_result_size of {self.app.max_result_size}"
+                ),
+            )
+        return data, None
 
     async def _settle_malformed(self, delivery: Delivery, reason: str) -> None:
         """A message actorq cannot read goes to the dead-letter queue at once, with the reason."""

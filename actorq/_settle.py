@@ -112,6 +112,8 @@ class Settler:
 
     async def publish_result(self, envelope: TaskEnvelope, data: bytes, status: str) -> None:
         """Store an outcome unless the task already has one (the first outcome wins)."""
+        if not envelope.publish_result:
+            return  # kept elsewhere: a DAG step's outcome is in its run's state
         headers = {H_ID: envelope.id, H_TASK: envelope.task, H_STATUS: status}
         message = Message(self.layout.result_subject(envelope.id), data, headers)
         if not envelope.store_result:

@@ -35,7 +35,8 @@ H_TIMEOUT = "Actorq-Timeout"
 H_DEADLINE = "Actorq-Deadline"
 H_RETRY = "Actorq-Retry"
 H_RESULT = "Actorq-Result"
-"""``stored`` (default) or ``live``: whether the result is kept in the results stream."""
+"""``stored`` (default) or ``live``: whether the result is kept in the results stream; ``none``
+for a task whose outcome is kept elsewhere (a DAG step's, in its run's state)."""
 H_RESULT_TTL = "Actorq-Result-Ttl"
 H_STATUS = "Actorq-Status"
 H_IDEMPOTENCY = "Actorq-Idempotency-Key"
@@ -214,6 +215,9 @@ class TaskEnvelope:
     rate_slot: float | None = None
     concurrency: tuple[int, str] | None = None
     """``(limit, key)`` of a task with a concurrency key."""
+    publish_result: bool = True
+    """False when the outcome is kept elsewhere (``Actorq-Result: none``): nothing is
+    published to the results stream."""
 
 
 def task_headers(
@@ -325,6 +329,7 @@ def parse_task_message(headers: Mapping[str, str], payload: bytes) -> TaskEnvelo
         rate_limit=headers.get(H_RATE_LIMIT),
         rate_slot=_number(headers, H_RATE_SLOT),
         concurrency=_concurrency(headers),
+        publish_result=headers.get(H_RESULT) != "none",
     )
 
 
