@@ -187,3 +187,66 @@ class FencedOut(ActorqError):
     """A fenced write was refused: the writer's lease is gone, or a writer holding a newer
     lease (a higher fencing token) already wrote the key. A deposed leader gets this instead
     of corrupting state its successor owns."""
+
+
+# --- DAG workflows (actorq.dag) -------------------------------------------------------------
+
+
+class StepFailed(ActorqError):
+    """A DAG step failed for good (its retries, if any, are exhausted).
+
+    Attributes:
+        run_id: The run's id.
+        step: The step's id.
+        kind: What failed (as in `TaskFailed.kind`; ``lost`` for a step whose task message
+            kept disappearing).
+        message: The error message, truncated to 4096 bytes.
+        attempts: How many attempts were made.
+    """
+
+    def __init__(
+        self, *, run_id: str, step: str, kind: str, message: str, attempts: int = 0
+    ) -> None:
+        super().__init__(
+            f"step {step!r} of DAG run {run_id!r} failed after {attempts} attempt(s):"
+            f" [{kind}] {message}"
+        )
+        self.run_id = run_id
+        self.step = step
+        self.kind = kind
+        self.message = message
+        self.attempts = attempts
+
+
+class StepSkipped(ActorqError):
+    """A DAG step was skipped: an upstream step it needs failed or was skipped.
+
+    Attributes:
+        run_id: The run's id.
+        step: The step's id.
+        upstream: The step whose outcome skipped it.
+    """
+
+    def __init__(self, *, run_id: str, step: str, upstream: str) -> None:
+        super().__init__(
+            f"step {step!r} of DAG run {run_id!r} was skipped: its upstream {upstream!r} did"
+            " not succeed"
+        )
+        self.run_id = run_id
+        self.step = step
+        self.upstream = upstream
+
+
+class StepCancelled(ActorqError):
+    """A DAG step was cancelled (its run was cancelled before it ran), or a step could not be
+    added to a cancelled run.
+
+    Attributes:
+        run_id: The run's id.
+        step: The step's id.
+    """
+
+    def __init__(self, *, run_id: str, step: str, message: str = "") -> None:
+        super().__init__(message or f"step {step!r} of DAG run {run_id!r} was cancelled")
+        self.run_id = run_id
+        self.step = step

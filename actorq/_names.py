@@ -79,6 +79,30 @@ def validate_key(key: str, what: str = "key") -> str:
     return key
 
 
+MAX_STEP_ID = 200
+_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def validate_step_id(step_id: str) -> str:
+    """Check a DAG step id: dot-separated segments of letters, digits, ``_`` and ``-`` (the
+    shape of a task name, which is the default step id)."""
+    if not isinstance(step_id, str) or len(step_id) > MAX_STEP_ID or not _TASK.match(step_id):
+        raise ValueError(
+            f"invalid step id {step_id!r}: use dot-separated segments of letters, digits, '_'"
+            f" or '-' (for example 'fetch' or 'users.load-2'), at most {MAX_STEP_ID} characters"
+        )
+    return step_id
+
+
+def validate_run_id(run_id: str) -> str:
+    """Check a DAG run id: 1-64 letters, digits, ``_`` and ``-`` (one KV key token)."""
+    if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+        raise ValueError(
+            f"invalid DAG run id {run_id!r}: use 1-64 letters, digits, '_' or '-'"
+        )
+    return run_id
+
+
 def task_token(name: str) -> str:
     """The subject token of a (valid) task name: dots become ``:``."""
     return name.replace(".", ":")
@@ -212,6 +236,11 @@ class Layout:
     @property
     def rate_limits_bucket(self) -> str:
         return f"actorq_{self.namespace}_ratelimits"
+
+    @property
+    def dags_bucket(self) -> str:
+        """The bucket of DAG runs: every run's meta, steps and signals (see actorq.dag)."""
+        return f"actorq_{self.namespace}_dags"
 
     @property
     def counters_stream(self) -> str:

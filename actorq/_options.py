@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from ._names import validate_queue
+from ._names import validate_queue, validate_step_id
 from ._retry import RetryPolicy
 from .kv._ratelimit import parse_rate
 
@@ -85,6 +85,35 @@ def _check_deadline(instance: Any, attribute: Any, value: dt.datetime | dt.timed
         raise ValueError(f"deadline must be a datetime or a timedelta, got {value!r}")
 
 
+def _check_step_id(instance: Any, attribute: Any, value: str | None) -> None:
+    if value is not None:
+        validate_step_id(value)
+
+
+def _step_refs(value: Any) -> tuple[Any, ...]:
+    """``after``/``after_any``: one step or several, each a step handle or a step id."""
+    items = (value,) if isinstance(value, str) or _is_step(value) else tuple(value)
+    for item in items:
+        if isinstance(item, str):
+            validate_step_id(item)
+        elif not _is_step(item):
+            raise ValueError(
+                f"after/after_any take steps (from dag.step(...)) or step ids, got {item!r}"
+            )
+    return items
+
+
+def _is_step(value: Any) -> bool:
+    # A step handle of actorq.dag (not imported here: the DAG layer builds on tasks).
+    return isinstance(getattr(value, "id", None), str) and callable(
+        getattr(value, "or_default", None)
+    )
+
+
+DAG_OPTIONS = ("step_id", "optional", "after", "after_any")
+"""Options that only mean something for a step of a DAG (``dag.step(task.options(...))``)."""
+
+
 @attrs.frozen(kw_only=True)
 class TaskOptions:
     """How a task is enqueued and run. Change them with ``task.options(...)``.
@@ -114,6 +143,11 @@ class TaskOptions:
         rate_limit: At most this many starts of the task per period across all workers,
             e.g. ``"100/s"``, ``"20/m"``, ``"5/h"`` (a sliding window in KV; tasks over the
             limit wait for their turn without holding a worker slot).
+        step_id: In a DAG: the step's id (default: the task's name, then ``-2``, ``-3``...).
+        optional: In a DAG: the step's failure does not fail the run.
+        after: In a DAG: steps (or step ids) this step runs after, without their results; it
+            is skipped if one of them fails or is skipped.
+        after_any: In a DAG: steps this step runs after whatever their outcome.
     """
 
     queue: str = attrs.field(default="default", converter=validate_queue)
@@ -134,10 +168,23 @@ class TaskOptions:
     concurrency_key: str | None = attrs.field(default=None, validator=_check_key)
     concurrency_limit: int = attrs.field(default=1, validator=attrs.validators.ge(1))
     rate_limit: str | None = attrs.field(default=None, validator=_check_rate)
+    step_id: str | None = attrs.field(default=None, validator=_check_step_id)
+    optional: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    after: tuple[Any, ...] = attrs.field(default=(), converter=_step_refs)
+    after_any: tuple[Any, ...] = attrs.field(default=(), converter=_step_refs)
 
     def __attrs_post_init__(self) -> None:
         if self.delay is not None and self.at is not None:
             raise ValueError("give either delay or at, not both")
+
+    def dag_options(self) -> list[str]:
+        """The DAG-only options (see `DAG_OPTIONS`) set to something other than their default."""
+        defaults = _DAG_DEFAULTS
+        return [name for name in DAG_OPTIONS if getattr(self, name) != defaults[name]]
+
+    def without_dag_options(self) -> TaskOptions:
+        """These options with every DAG-only option back at its default."""
+        return attrs.evolve(self, **_DAG_DEFAULTS)
 
     def run_at(self, now: float) -> float | None:
         """When a task enqueued at ``now`` may run (None: at once)."""
@@ -152,6 +199,7 @@ class TaskOptions:
 
 
 OPTION_NAMES = frozenset(a.name for a in attrs.fields(TaskOptions))
+_DAG_DEFAULTS: dict[str, Any] = {name: getattr(TaskOptions(), name) for name in DAG_OPTIONS}
 
 
 def evolve_options(options: TaskOptions, changes: dict[str, Any]) -> TaskOptions:

@@ -56,11 +56,17 @@ IDEMPOTENCY = "idempotency"
 CONCURRENCY = "concurrency"
 
 
+DAG_HISTORY = 5
+"""Revisions kept per key of the DAG bucket: enough to read how a step got where it is."""
+
+
 def app_bucket_configs(app: App) -> tuple[KvConfig, ...]:
-    """The app's KV buckets: cancellation marks, idempotency records, concurrency slots."""
+    """The app's KV buckets: cancellation marks, idempotency records, concurrency slots, DAG
+    runs."""
     layout = app.layout
     return (
         KvConfig(bucket=layout.bucket(CANCEL), max_age=CANCEL_MAX_AGE, replicas=app.replicas),
         KvConfig(bucket=layout.bucket(IDEMPOTENCY), replicas=app.replicas, allow_per_key_ttl=True),
         KvConfig(bucket=layout.bucket(CONCURRENCY), replicas=app.replicas, allow_per_key_ttl=True),
+        KvConfig(bucket=layout.dags_bucket, history=DAG_HISTORY, replicas=app.replicas),
     )

@@ -265,6 +265,12 @@ def task_message(layout: Layout, call: BoundCall[Any], task_id: str, *, now: flo
     so a publish retried after a lost ack is stored once."""
     task, payload = call.task, call.payload
     settings = task.settings
+    dag_only = settings.dag_options()
+    if dag_only:
+        raise ValueError(
+            f"task {task.name!r} carries DAG step option(s) {', '.join(dag_only)}: they apply"
+            " only to a step of a DAG (dag.step(task.options(...), ...)), not to an enqueue"
+        )
     headers = task_headers(task, task_id, now=now)
     headers[MSG_ID] = task_id
     subject = layout.task_subject(settings.queue, task.name, settings.priority)
