@@ -185,14 +185,16 @@ async def asyncio_round(url: str, n: int) -> tuple[float, float]:
 
 
 class _LoopOnly:
-    """Stands in for the Bridge's loop side: ``post`` runs the function at once, here."""
+    """Stands in for the Bridge's loop side: ``post`` runs the function soon, on this loop
+    (the Bridge runs it soon on the trio thread), so hand-offs batch the same way."""
 
     def __init__(self, nc: nats.NATS) -> None:
         self.nc = nc
+        self.loop = asyncio.get_running_loop()
         self.reconnect_listeners: list[Callable[[], None]] = []
 
     def post(self, fn: Callable[..., None], *args: object) -> None:
-        fn(*args)
+        self.loop.call_soon(fn, *args)
 
 
 async def _wire_publish(

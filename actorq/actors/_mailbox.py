@@ -266,10 +266,11 @@ class ActorRef(Generic[M]):
         if core.overflow is Overflow.DROP_OLDEST:
             core.queued_asks[id(request)] = reply
         try:
-            with trio.move_on_after(math.inf if timeout is None else timeout):
-                if not await self.send(request):
-                    raise MailboxFull(f"mailbox {core.name!r} is full; the request was dropped")
-                await reply._event.wait()
+            if timeout is None:  # no cancel scope to enter and leave on the common path
+                await self._exchange(request, reply)
+            else:
+                with trio.move_on_after(timeout):
+                    await self._exchange(request, reply)
             if not reply._event.is_set():
                 raise AskTimeout(f"no reply from mailbox {core.name!r} within {timeout} s")
             return reply._unwrap()
@@ -277,6 +278,11 @@ class ActorRef(Generic[M]):
             core.outstanding.discard(reply)
             core.queued_asks.pop(id(request), None)
             reply._given_up = not reply._done
+
+    async def _exchange(self, request: M, reply: Reply[Any]) -> None:
+        if not await self.send(request):
+            raise MailboxFull(f"mailbox {self._core.name!r} is full; the request was dropped")
+        await reply._event.wait()
 
     def statistics(self) -> MailboxStatistics:
         """A snapshot of the mailbox's counters (see `MailboxStatistics`)."""

@@ -11,10 +11,10 @@ batch re-sent after a connection loss cannot be stored twice.
 from __future__ import annotations
 
 import logging
+from contextlib import aclosing
 
 import attrs
 import trio
-import trio_util
 
 from .._errors import NotConnected, PublishFailed
 from ..broker import Broker, ConnectionState, Message, PubAck
@@ -47,32 +47,47 @@ class Outbox:
         self.broker = broker
         self.capacity = capacity
         self.overflow = overflow
+        self._receiving: trio.CancelScope | None = None
+        """The scope of a receive in progress (cancelled when the connection drops)."""
 
     async def run(
         self, *, task_status: trio.TaskStatus[ActorRef[Publish]] = trio.TASK_STATUS_IGNORED
     ) -> None:
         async with open_mailbox(
             self.capacity, overflow=self.overflow, name="outbox"
-        ) as (ref, inbox):
+        ) as (ref, inbox), trio.open_nursery() as nursery:
+            # One long-lived watcher interrupts a receive when the connection drops (rather
+            # than a watcher task per request).
+            nursery.start_soon(self._interrupt_on_disconnect)
             task_status.started(ref)
             await self._serve(inbox)
+            nursery.cancel_scope.cancel()
+
+    async def _interrupt_on_disconnect(self) -> None:
+        async with aclosing(self.broker.connection.transitions()) as transitions:
+            async for state, _ in transitions:
+                if state is not ConnectionState.CONNECTED and self._receiving is not None:
+                    self._receiving.cancel()
 
     async def _serve(self, inbox: Inbox[Publish]) -> None:
+        connection = self.broker.connection
         while True:
             # Take nothing out of the mailbox while disconnected: the waiting requests are the
             # buffer, and its overflow policy must see all of them.
-            connection = self.broker.connection
-            await connection.wait_value(ConnectionState.CONNECTED)
+            if connection.value is not ConnectionState.CONNECTED:
+                await connection.wait_value(ConnectionState.CONNECTED)
             first: Publish | None = None
-            async with trio_util.move_on_when(
-                connection.wait_value, lambda state: state is not ConnectionState.CONNECTED
-            ):
-                try:
-                    first = await inbox.receive()
-                except (trio.EndOfChannel, trio.ClosedResourceError):
-                    return
+            self._receiving = scope = trio.CancelScope()
+            try:
+                with scope:
+                    if connection.value is ConnectionState.CONNECTED:  # still, after the wait
+                        first = await inbox.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            finally:
+                self._receiving = None
             if first is None:
-                continue
+                continue  # the connection dropped: leave the requests in the mailbox
             batch = [first]
             count = len(first.messages)
             while count < MAX_BATCH:
@@ -87,10 +102,13 @@ class Outbox:
     async def _publish(self, batch: list[Publish]) -> None:
         live = [request for request in batch if not request.reply.abandoned]
         messages = [message for request in live for message in request.messages]
+        if not messages:
+            return
         while True:
-            await self.broker.connection.wait_value(ConnectionState.CONNECTED)
+            if self.broker.connection.value is not ConnectionState.CONNECTED:
+                await self.broker.connection.wait_value(ConnectionState.CONNECTED)
             try:
-                results = await self.broker.publish_many(messages)
+                results = await self._publish_messages(messages)
                 break
             except NotConnected:
                 logger.warning("connection lost while publishing %d message(s); will resend",
@@ -104,3 +122,14 @@ class Outbox:
             end = start + len(request.messages)
             request.reply.send(results[start:end])
             start = end
+
+    async def _publish_messages(self, messages: list[Message]) -> list[PubAck | PublishFailed]:
+        if len(messages) > 1:
+            return await self.broker.publish_many(messages)
+        # One message (a lone ``enqueue``): the broker's single publish is its fastest path.
+        try:
+            return [await self.broker.publish(messages[0])]
+        except NotConnected:
+            raise
+        except PublishFailed as error:
+            return [error]

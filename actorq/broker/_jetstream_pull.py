@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from .._errors import BrokerError, NotFound
 from ._jetstream_codec import parse_delivery
-from ._jetstream_wire import NAK, Wire, next_subject
+from ._jetstream_wire import NAK, Handoff, Wire, next_subject
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -57,7 +57,6 @@ class PullState:
         self.nc = wire.nc
         self.stream = stream
         self.consumer = consumer
-        self._deliver = deliver
         self._fail = fail
         self._check_consumer = check_consumer
         """Raises `NotFound` when the consumer does not exist."""
@@ -72,7 +71,7 @@ class PullState:
         self._request = b""
         self._inbox = ""
         self._sub: Subscription | None = None
-        self._buffer: list[Delivery] = []
+        self._handoff: Handoff[Delivery] = Handoff(wire.side.post, deliver)
         self._loop = asyncio.get_running_loop()
         self._last_seen = self._loop.time()
         self._watchdog: asyncio.TimerHandle | None = None
@@ -132,9 +131,7 @@ class PullState:
             self.credits -= 1
             if self.pending > 0:
                 self.pending -= 1
-            self._buffer.append(parse_delivery(subject, reply, data, headers))
-            if len(self._buffer) == 1:
-                self._loop.call_soon(self._flush)
+            self._handoff.put(parse_delivery(subject, reply, data, headers))
             return
         if subject != self._inbox:
             return  # a status for an inbox we left behind
@@ -192,11 +189,6 @@ class PullState:
     def _gone(self) -> NotFound:
         return NotFound(f"no consumer {self.consumer!r} on stream {self.stream!r}")
 
-    def _flush(self) -> None:
-        batch, self._buffer = self._buffer, []
-        if batch:
-            self.wire.side.post(self._deliver, batch)
-
     def _check_alive(self) -> None:
         if self._closed:
             return
@@ -244,9 +236,8 @@ class PullState:
             self.wire.side.reconnect_listeners.remove(self._on_reconnect)
         except ValueError:
             pass
-        for delivery in self._buffer:
+        for delivery in self._handoff.drain():
             self.wire.queue_publish(delivery.token, NAK)  # type: ignore[arg-type]
-        self._buffer = []
         sub, self._sub = self._sub, None
         if sub is not None:
             await self.wire.inboxes.unsubscribe(sub)

@@ -28,7 +28,7 @@ import json
 import logging
 import re
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._errors import NotConnected, NotFound, PublishFailed, WrongLastSequence
 from ._jetstream_codec import (
@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from ..actors._bridge_loop import LoopSide
 
 logger = logging.getLogger("actorq.jetstream")
+
+T = TypeVar("T")
 
 ACK = b"+ACK"
 NAK = b"-NAK"
@@ -83,7 +85,9 @@ class RawWriter:
     overhead; `_jetstream_codec` does the validation once per distinct subject and header
     name. It relies on three attributes of nats-py's client that have been stable throughout
     nats-py 2.x (``_pending``, ``_pending_data_size``, ``_flush_pending``); if they are
-    missing, `usable` is False and the caller falls back to ``nc.publish``.
+    missing, `usable` is False and the caller falls back to ``nc.publish``. When the flusher's
+    queue and task are there too (``_flush_queue``, ``_flusher_task``) it wakes the flusher
+    directly.
     """
 
     def __init__(self, nc: Client) -> None:
@@ -102,6 +106,21 @@ class RawWriter:
         nc: Any = self.nc
         nc._pending.append(command)
         nc._pending_data_size += len(command)
+        queue: asyncio.Queue[asyncio.Future[None]] | None = getattr(nc, "_flush_queue", None)
+        flusher: asyncio.Task[None] | None = getattr(nc, "_flusher_task", None)
+        if (
+            queue is not None
+            and flusher is not None
+            and not flusher.done()
+            and nc.is_connected
+            and not self.over_limit()
+        ):
+            # Wake nats-py's flusher directly — what `_flush_pending` does, without a task
+            # and a loop iteration of its own. While a wake-up is queued, the flusher will
+            # write this command with the others.
+            if queue.empty():
+                queue.put_nowait(asyncio.get_running_loop().create_future())
+            return
         if not self._kicked:
             # One flush per loop iteration, however many commands were written meanwhile.
             self._kicked = True
@@ -130,6 +149,44 @@ class ReplyLane:
     def __init__(self) -> None:
         self.items: deque[tuple[str, bytes]] = deque()
         self.scheduled = False
+
+
+class Handoff(Generic[T]):
+    """Items the loop receives for one trio receiver, handed over with one post per batch.
+
+    The loop `put`s items; the first one after trio's last take posts `take`, which runs on
+    the trio thread and gives ``emit`` everything queued by then. So the first item leaves at
+    once (no waiting for the loop's next iteration), and items that arrive before trio gets
+    to it go with it. Deque appends and pops are safe across the two threads.
+    """
+
+    __slots__ = ("_emit", "_items", "_post", "_scheduled")
+
+    def __init__(self, post: Callable[..., None], emit: Callable[[list[T]], None]) -> None:
+        self._post = post
+        self._emit = emit
+        self._items: deque[T] = deque()
+        self._scheduled = False
+
+    def put(self, item: T) -> None:
+        """Loop thread."""
+        self._items.append(item)
+        if not self._scheduled:
+            self._scheduled = True
+            self._post(self.take)
+
+    def take(self) -> None:
+        """Trio thread (posted): emit everything queued."""
+        self._scheduled = False
+        items = self._items
+        batch = [items.popleft() for _ in range(len(items))]
+        if batch:
+            self._emit(batch)
+
+    def drain(self) -> list[T]:
+        """Loop thread: take back what trio has not taken yet."""
+        items = self._items
+        return [items.popleft() for _ in range(len(items))]
 
 
 class PublishLane:
@@ -555,14 +612,14 @@ class CoreSubscription:
     """A plain subscription whose messages go to trio in batches.
 
     Its messages are taken at nats-py's dispatch point (`Inboxes`), like the broker's own
-    inboxes: a client's result subscription is on the hot path.
+    inboxes, and handed to trio at once (`Handoff`): a client's result subscription is on the
+    hot path.
     """
 
     def __init__(self, wire: Wire, subject: str, emit: Callable[[list[CoreMessage]], None]) -> None:
         self.wire = wire
         self.subject = subject
-        self._emit = emit
-        self._buffer: list[CoreMessage] = []
+        self._handoff: Handoff[CoreMessage] = Handoff(wire.side.post, emit)
         self._sub: Subscription | None = None
 
     async def open(self) -> None:
@@ -575,14 +632,7 @@ class CoreSubscription:
     def _on_message(
         self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None
     ) -> None:
-        self._buffer.append(CoreMessage(subject, data, headers or {}, reply or None))
-        if len(self._buffer) == 1:
-            self.wire.side.loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        batch, self._buffer = self._buffer, []
-        if batch:
-            self.wire.side.post(self._emit, batch)
+        self._handoff.put(CoreMessage(subject, data, headers or {}, reply or None))
 
     async def close(self) -> None:
         sub, self._sub = self._sub, None
