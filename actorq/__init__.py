@@ -30,6 +30,9 @@ from ._client import Client as Client, connect as connect
 from ._context import TaskContext as TaskContext, current_task as current_task
 from ._errors import (
     ResultTimeout as ResultTimeout,
+    StepCancelled as StepCancelled,
+    StepFailed as StepFailed,
+    StepSkipped as StepSkipped,
     TaskCancelled as TaskCancelled,
     TaskDropped as TaskDropped,
     TaskFailed as TaskFailed,
@@ -62,6 +65,15 @@ from ._embedded_cluster import (
 from ._util import fixup_module_metadata as _fixup_module_metadata
 from ._wire import DeadLetter as DeadLetter, ErrorInfo as ErrorInfo, ResultRecord as ResultRecord
 from ._worker import Worker as Worker, WorkerStatistics as WorkerStatistics
+from .dag import (
+    DAG as DAG,
+    DagRun as DagRun,
+    DagSettings as DagSettings,
+    RunStatus as RunStatus,
+    Step as Step,
+    StepStatus as StepStatus,
+    current_dag as current_dag,
+)
 from .actors import Overflow as Overflow
 
 __version__ = "0.1.0"

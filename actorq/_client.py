@@ -26,6 +26,7 @@ from ._periodic import Periodic, PeriodicInfo, same_schedule
 from ._streams import CANCEL, app_bucket_configs, app_stream_configs
 from ._task import BoundCall, Task, resolve_task
 from ._wire import H_ID, H_STATUS, H_TASK, ResultRecord, decode_result, task_id_for
+from .dag._client_api import DagApi
 from .kv._client_api import CoordinationApi
 from .actors import ActorRef, ChildSpec, Overflow, Shutdown, Supervisor
 from .actors._outbox import Outbox, Publish
@@ -122,11 +123,11 @@ async def connect(
                 nursery.cancel_scope.cancel()
 
 
-class Client(CoordinationApi):
+class Client(CoordinationApi, DagApi):
     """A connection of one app to NATS: enqueue tasks and await results. From `connect`.
 
     Coordination primitives on the same connection (typed KV, locks, leader election, ...)
-    come from `CoordinationApi`.
+    come from `CoordinationApi`; DAG workflows (``submit``, ``dag_run``) from `DagApi`.
     """
 
     def __init__(

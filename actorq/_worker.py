@@ -37,6 +37,8 @@ from .actors._presence import presence_of
 from .actors._queue import QueueActor
 from .actors._slots import SlotCredits, SlotPool
 from .broker import ConnectionState, ConsumerConfig, Delivery
+from .dag._service import WorkerDags
+from .dag._settings import DagSettings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -77,6 +79,8 @@ class Worker:
             longer ones are acked and republished as server-fired schedules.
         thread_limit: Most plain ``def`` handlers running in threads at once (default:
             ``concurrency``).
+        dags: Every worker runs DAG steps; True (default) also makes it a candidate for the
+            app's DAG scheduler, False does not; a `DagSettings` tunes it.
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class Worker:
         shutdown_grace: float = 30.0,
         nak_threshold: float = 10.0,
         thread_limit: int | None = None,
+        dags: bool | DagSettings = True,
     ) -> None:
         if isinstance(queues, str):
             queues = (queues,)
@@ -117,6 +122,7 @@ class Worker:
         self._credits = SlotCredits(concurrency)
         self._leases = LeaseKeeper(broker, ack_wait)
         self._cancels = CancelWatch(broker, client.app.layout.bucket(CANCEL))
+        self._dags = WorkerDags(client, self.id, dags)
         self._executor = Executor(
             client.app,
             broker,
@@ -126,6 +132,7 @@ class Worker:
             cancels=self._cancels,
             on_start=self._leases.started,
             on_end=self._leases.ended,
+            steps=self._dags.outcomes,
         )
         self._slots = SlotPool(self._credits, self._executor.execute, self._give_back)
         self._queue_actors = [
@@ -191,6 +198,7 @@ class Worker:
             ChildSpec(f"queue:{actor.consumer.name}", actor.run, shutdown=Shutdown.after(5.0))
             for actor in self._queue_actors
         ]
+        children += self._dags.children()  # the DAG scheduler candidate, if it schedules
         # Last: its record (for `actorq workers`) goes first on shutdown, and a crash of it
         # restarts nothing else.
         children.append(ChildSpec("presence", presence_of(self).run, shutdown=Shutdown.after(3.0)))
@@ -201,6 +209,7 @@ class Worker:
         )
         for periodic in self.client.app.periodics:
             await self.client.install_periodic(periodic)
+        self._dags.install()  # current_dag() in the tasks this worker runs
         try:
             async with trio.open_nursery() as nursery:
 
