@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import click
 
+from ._cli_dag import dag
 from ._cli_dlq import dlq
 from ._cli_inspect import health, purge, queues, workers
 from ._cli_run import run
@@ -33,7 +34,7 @@ def cli() -> None:
 cli.add_command(run)
 cli.add_command(demo)
 cli.add_command(server)
-for command in (queues, workers, task, enqueue, dlq, purge, health):
+for command in (queues, workers, task, enqueue, dlq, dag, purge, health):
     cli.add_command(command)
 
 
