@@ -4,10 +4,10 @@ The README's first command, so it must work on a fresh machine with nothing runn
 an embedded nats-server with a temporary store (not the local node: a demo leaves nothing
 behind), a worker, and runs a handful of tasks that show what a task queue is for — a success,
 a failure that a retry heals, a failure that ends in the dead-letter queue, a result awaited by
-id from another client, a batch — printing what happened and a summary, exit status 0 when
-every step behaved.
+id from another client, a batch — and a small DAG with an optional step that fails, printing
+what happened and a summary, exit status 0 when every step behaved.
 
-Each step is one function in `SECTIONS` that returns a `Check`; the DAG tour is one more.
+Each step is one function in `SECTIONS` that returns a `Check`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from ._embedded import start_server
 from ._errors import EmbeddedServerError, TaskFailed
 from ._retry import Backoff, RetryPolicy
 from ._worker import Worker
+from .dag import DAG
 
 app = App("demo")
 
@@ -69,6 +70,23 @@ async def report(month: str) -> str:
 @app.task(name="demo.square")
 async def square(n: int) -> int:
     return n * n
+
+
+@app.task(name="demo.profile")
+async def profile(user: str) -> dict[str, str]:
+    return {"user": user, "plan": "pro"}
+
+
+@app.task(name="demo.recommend", retry=RetryPolicy.never())
+async def recommend(user: str) -> list[str]:
+    """Fails: an optional step of the DAG, whose dependent gets a default instead."""
+    raise TimeoutError(f"no recommendations for {user} in time")
+
+
+@app.task(name="demo.welcome")
+async def welcome(profile: dict[str, str], picks: list[str]) -> str:
+    extra = f", picks {', '.join(picks)}" if picks else ""
+    return f"welcome {profile['user']} ({profile['plan']}{extra})"
 
 
 @attrs.frozen
@@ -191,7 +209,25 @@ async def batch(demo: Demo) -> Check:
     return Check("batch", ok, f"sum {sum(values)}")
 
 
-SECTIONS: list[Section] = [succeed, retry, dead_letter, await_by_id, batch]
+async def workflow(demo: Demo) -> Check:
+    demo.console.print("\n[bold]6. A DAG: two steps feed a third; the optional one fails[/]")
+    dag = DAG()
+    user = dag.step(profile, "ada")
+    picks = dag.step(recommend.options(optional=True), "ada")
+    final = dag.step(welcome.options(step_id="welcome"), user, picks.or_default([]))
+    run = await demo.client.submit(dag)
+    value = await run.result(final, timeout=10)
+    status = await run.wait(timeout=10)
+    for step in (await run.steps()).values():
+        error = f": {escape(step.error.message)}" if step.error else ""
+        demo.say(f"step {step.id}: {step.status}{error}")
+    demo.say(f"run {run.id} {status}: [green]{value!r}[/]")
+    demo.say("[dim]inspect it with `actorq dag show RUN`[/]")
+    ok = status == "done" and value == "welcome ada (pro)"
+    return Check("DAG", ok, f"run {status}, value {value!r}")
+
+
+SECTIONS: list[Section] = [succeed, retry, dead_letter, await_by_id, batch, workflow]
 
 
 async def run_demo(console: Console) -> int:

@@ -25,7 +25,9 @@ async def test_the_demo_shows_success_retry_dead_letter_and_exits_0(tmp_path: Pa
         "dead letter #1: demo.resize, 2 attempts",
         "another client awaited it by id: 'report for 2026-01: 42 orders'",
         "200 results in",
-        "Summary  ✓ success  ✓ retry  ✓ dead letter  ✓ await by id  ✓ batch",
+        "step demo.recommend: failed: TimeoutError: no recommendations for ada in time",
+        "done: 'welcome ada (pro)'",
+        "Summary  ✓ success  ✓ retry  ✓ dead letter  ✓ await by id  ✓ batch  ✓ DAG",
     ]:
         assert line in output, f"{line!r} missing from:\n{output}"
     assert "Traceback" not in output
