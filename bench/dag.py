@@ -12,6 +12,8 @@ it measures from a producer process, in alternating order:
   done: wall time and steps/s.
 
 It prints the medians of the rounds and the ratio DAG / plain (the target is at most 2).
+``--scheduler-process`` runs the DAG scheduler in a second worker process of its own (the
+steps in the first), the way a deployment can keep scheduling off the busiest workers.
 """
 
 from __future__ import annotations
@@ -67,15 +69,18 @@ def bench_app(namespace: str) -> tuple[actorq.App, dict[str, Any]]:
 # --- the worker process --------------------------------------------------------------------
 
 
-async def run_worker(url: str, namespace: str, concurrency: int) -> None:
+async def run_worker(url: str, namespace: str, concurrency: int, role: str) -> None:
+    """A worker process: ``both`` runs the steps and schedules; ``steps`` only runs them;
+    ``scheduler`` only schedules (it consumes a queue nothing is sent to)."""
     app, _ = bench_app(namespace)
-    settings = actorq.DagSettings(sweep_interval=30.0, leader_ttl=10.0)
+    settings = actorq.DagSettings(schedule=role != "steps", sweep_interval=30.0, leader_ttl=10.0)
+    queues = ["scheduler-only"] if role == "scheduler" else ["default"]
     async with actorq.connect(app, url) as client, trio.open_nursery() as nursery:
-        worker = actorq.Worker(client, concurrency=concurrency, dags=settings)
+        worker = actorq.Worker(client, concurrency=concurrency, queues=queues, dags=settings)
         await nursery.start(worker.run)
         scheduler = worker._dags.scheduler
-        assert scheduler is not None
-        await scheduler.elector.is_leader.wait_value(True)
+        if scheduler is not None:
+            await scheduler.elector.is_leader.wait_value(True)
         print("ready", flush=True)
         with trio.open_signal_receiver(signal.SIGTERM) as signals:
             async for _ in signals:
@@ -84,9 +89,9 @@ async def run_worker(url: str, namespace: str, concurrency: int) -> None:
 
 
 @contextmanager
-def worker_process(url: str, namespace: str, concurrency: int) -> Iterator[None]:
+def worker_process(url: str, namespace: str, concurrency: int, role: str) -> Iterator[None]:
     process = subprocess.Popen(
-        [sys.executable, __file__, "--worker", url, namespace, str(concurrency)],
+        [sys.executable, __file__, "--worker", url, namespace, str(concurrency), role],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -102,6 +107,21 @@ def worker_process(url: str, namespace: str, concurrency: int) -> Iterator[None]
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def workers(url: str, namespace: str, concurrency: int, separate: bool) -> Iterator[None]:
+    """One worker process that runs the steps and schedules, or (``separate``) the scheduler
+    in a second process of its own."""
+    if not separate:
+        with worker_process(url, namespace, concurrency, "both"):
+            yield
+        return
+    with (
+        worker_process(url, namespace, 1, "scheduler"),
+        worker_process(url, namespace, concurrency, "steps"),
+    ):
+        yield
 
 
 # --- the producer --------------------------------------------------------------------------
@@ -150,23 +170,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1000, help="steps of the DAG (and tasks)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=64, help="worker slots")
-    parser.add_argument("--worker", nargs=3, metavar=("URL", "NS", "C"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--scheduler-process",
+        action="store_true",
+        help="run the DAG scheduler in a worker process of its own (the steps in another)",
+    )
+    parser.add_argument(
+        "--worker", nargs=4, metavar=("URL", "NS", "C", "ROLE"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.worker:
-        url, namespace, concurrency = args.worker
-        trio.run(run_worker, url, namespace, int(concurrency))
+        url, namespace, concurrency, role = args.worker
+        trio.run(run_worker, url, namespace, int(concurrency), role)
         return 0
     if args.steps < 3:
         parser.error("--steps must be at least 3")
     print(
         f"DAG benchmark: {args.steps} steps fan-out/fan-in vs {args.steps} plain tasks,"
-        f" {args.rounds} rounds, worker concurrency {args.concurrency}; {server_version()}"
+        f" {args.rounds} rounds, worker concurrency {args.concurrency},"
+        f" scheduler {'in its own process' if args.scheduler_process else 'in the worker'};"
+        f" {server_version()}"
     )
     rounds: list[dict[str, float]] = []
     with nats_server() as url:
         for index in range(args.rounds):
             namespace = f"d{os.getpid()}r{index}"
-            with worker_process(url, namespace, args.concurrency):
+            with workers(url, namespace, args.concurrency, args.scheduler_process):
                 figures = trio.run(measure, url, namespace, args.steps, index % 2 == 0)
             rounds.append(figures)
             print(

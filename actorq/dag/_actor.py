@@ -16,7 +16,6 @@ so a scheduler that lost its lease cannot finalize a run its successor now follo
 from __future__ import annotations
 
 import logging
-import math
 from typing import TYPE_CHECKING
 
 import attrs
@@ -104,50 +103,32 @@ class DagActor:
     async def _follow(self) -> bool:
         """One sweep period: a fresh snapshot, then changes. True once the run has ended."""
         loaded = Loaded(self.run_id)
-        send, receive = trio.open_memory_channel[WatchEvent | Exception](math.inf)
-        outcome: bool | Exception = False
         async with self.store.watch(run_keys(self.run_id)) as events:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_pump, events, send)
-                try:
-                    outcome = await self._process(loaded, receive)
-                except Exception as exc:  # noqa: BLE001 - raised below, outside the nursery
-                    outcome = exc
-                nursery.cancel_scope.cancel()
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
+            return await self._process(loaded, events)
 
-    async def _process(
-        self, loaded: Loaded, receive: trio.MemoryReceiveChannel[WatchEvent | Exception]
-    ) -> bool:
+    async def _process(self, loaded: Loaded, events: AsyncIterator[WatchEvent]) -> bool:
         caught_up = False
         sweep_at = trio.current_time() + self.context.settings.sweep_interval
         while True:
-            batch: list[WatchEvent | Exception] = []
+            event: WatchEvent | None = None
             with trio.move_on_at(sweep_at):
-                batch.append(await receive.receive())
-                while True:
-                    try:
-                        batch.append(receive.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-            for event in batch:
-                if isinstance(event, Exception):
-                    raise event
-                if isinstance(event, CaughtUp):
-                    caught_up = True
-                else:
-                    loaded.apply(event)
-            if caught_up:
+                try:
+                    event = await anext(events)
+                except StopAsyncIteration:
+                    raise BrokerError(f"the watch of run {self.run_id} ended") from None
+            if event is None:  # time for a sweep
+                if caught_up:
+                    await self._recover_phantoms(loaded)
+                return False
+            if isinstance(event, CaughtUp):
+                caught_up = changed = True
+            else:
+                changed = loaded.apply(event)  # False for the echo of our own writes
+            if caught_up and changed:
                 if loaded.meta is None:
                     return True  # deleted
                 if await self._reconcile(loaded):
                     return True
-            if trio.current_time() >= sweep_at:
-                if caught_up:
-                    await self._recover_phantoms(loaded)
-                return False
 
     # --- carrying out plans ---------------------------------------------------------------
 
@@ -295,14 +276,3 @@ class DagActor:
             await self._dispatch(loaded, (step_id,), lost=True)
         if found:
             await self._reconcile(loaded)
-
-
-async def _pump(
-    events: AsyncIterator[WatchEvent], send: trio.MemorySendChannel[WatchEvent | Exception]
-) -> None:
-    """Move a watch's events into the actor's channel (errors too, as items)."""
-    try:
-        async for event in events:
-            send.send_nowait(event)
-    except Exception as exc:  # noqa: BLE001 - handed to the actor, which raises it
-        send.send_nowait(exc)
