@@ -293,15 +293,15 @@ class Executor:
         handler = chain_process(self.app.middleware, context, call)
         set_current_task(context)
         outcome: Outcome
-        with self.cancels.running(envelope.id) as cancel_scope:
-            with trio.move_on_after(timeout) as timeout_scope:
-                try:
-                    outcome = Succeeded(await handler())
-                except Exception as error:
-                    outcome = self._failed(error, policy, context.attempt)
-        if cancel_scope.cancelled_caught:
+        # One scope per run: cancelled by a cancellation mark, or at the run's deadline.
+        with self.cancels.running(envelope.id, trio.current_time() + timeout) as scope:
+            try:
+                outcome = Succeeded(await handler())
+            except Exception as error:
+                outcome = self._failed(error, policy, context.attempt)
+        if scope.cancelled_caught and self.cancels.is_cancelled(envelope.id):
             outcome = Cancelled()
-        elif timeout_scope.cancelled_caught:
+        elif scope.cancelled_caught:  # the deadline: a timeout
             info = ErrorInfo(
                 kind=Kind.TIMEOUT, message=f"attempt {context.attempt} timed out after {timeout}s"
             )

@@ -9,8 +9,8 @@ once — on whichever worker runs it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+import math
+from types import TracebackType
 
 import trio
 
@@ -31,18 +31,10 @@ class CancelWatch:
     def is_cancelled(self, task_id: str) -> bool:
         return task_id in self._marked
 
-    @contextmanager
-    def running(self, task_id: str) -> Iterator[trio.CancelScope]:
-        """A cancel scope for one run of ``task_id``, cancelled when a mark arrives."""
-        with trio.CancelScope() as scope:
-            if task_id in self._marked:
-                scope.cancel()
-            self._running[task_id] = scope
-            try:
-                yield scope
-            finally:
-                if self._running.get(task_id) is scope:
-                    del self._running[task_id]
+    def running(self, task_id: str, deadline: float = math.inf) -> _Running:
+        """A cancel scope for one run of ``task_id``, cancelled when a mark arrives (and at
+        ``deadline``, so one scope serves a run's timeout too)."""
+        return _Running(self, task_id, deadline)
 
     async def run(self, *, task_status: trio.TaskStatus[CancelWatch] = trio.TASK_STATUS_IGNORED) -> None:
         started = False
@@ -60,3 +52,33 @@ class CancelWatch:
                         scope.cancel()
                 else:
                     self._marked.discard(event.key)
+
+
+class _Running:
+    """`CancelWatch.running`: the run's scope, registered while it is entered. A class rather
+    than a generator-based context manager: it is entered once per task."""
+
+    __slots__ = ("_scope", "_task_id", "_watch")
+
+    def __init__(self, watch: CancelWatch, task_id: str, deadline: float) -> None:
+        self._watch = watch
+        self._task_id = task_id
+        self._scope = trio.CancelScope(deadline=deadline)
+
+    def __enter__(self) -> trio.CancelScope:
+        scope = self._scope.__enter__()
+        if self._task_id in self._watch._marked:
+            scope.cancel()
+        self._watch._running[self._task_id] = scope
+        return scope
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        running = self._watch._running
+        if running.get(self._task_id) is self._scope:
+            del running[self._task_id]
+        return self._scope.__exit__(kind, error, traceback)
