@@ -305,10 +305,6 @@ def step_key(run_id: str, step_id: str) -> str:
     return f"{run_id}.step.{step_id.replace('.', '/')}"
 
 
-def steps_key(run_id: str) -> str:
-    return f"{run_id}.step.*"
-
-
 def spec_key(run_id: str, index: int | str) -> str:
     """A spec chunk's key: a number for a submitted chunk, ``x-<step>`` for an added step."""
     return f"{run_id}.spec.{index}"

@@ -127,15 +127,6 @@ def blocked_before(view: RunView, step: StepInfo) -> list[str]:
     return armed(view.meta, step.break_before)
 
 
-def is_ready(view: RunView, step: StepInfo) -> bool:
-    return (
-        step.status is StepStatus.PENDING
-        and not step.held
-        and view.meta.status is RunStatus.RUNNING
-        and waiting_on(view, step) is None
-    )
-
-
 def dependents_of(view: RunView) -> Mapping[str, Sequence[str]]:
     if view.dependents is not None:
         return view.dependents

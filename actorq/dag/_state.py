@@ -4,18 +4,19 @@
 worker's step hook and the scheduler. Three kinds of writes:
 
 - `DagStore.write_many`: compare-and-set writes on revisions the caller already knows (0 for
-  "create"), in one window of acks — the submitter creating a run's steps, the scheduler
-  marking a batch of steps running. A KV bucket is a stream and a compare-and-set write is a
-  publish to the key's subject with ``Nats-Expected-Last-Subject-Sequence``: these are the
-  same messages ``kv_create``/``kv_update`` send, batched. A lost race is reported in place
-  (`WrongRevision`, or `KeyExists` for a create) and the caller waits for the fresher record;
+  "create"), in one window of acks — the submitter creating a run's spec chunks, the
+  scheduler marking a batch of steps running. A KV bucket is a stream and a compare-and-set
+  write is a publish to the key's subject with ``Nats-Expected-Last-Subject-Sequence``: these
+  are the same messages ``kv_create``/``kv_update`` send, batched. A lost race is reported in
+  place (`WrongRevision`, or `KeyExists` for a create) and the caller waits for the fresher
+  record;
 - `DagStore.create`: one create (a step's outcome, a signal: the first write wins);
-- `DagStore.update_step` / `update_meta`: read-modify-write retried on conflicts (the client's
-  control calls), where the change function raises `Unchanged` to write nothing.
+- `DagStore.update_state` / `update_meta`: read-modify-write retried on conflicts (the
+  client's control calls), where the change function raises `Unchanged` to write nothing.
 
 `Loaded` is a run as a watch delivers it: records with their revisions (a record older than
 the one held is ignored, so a snapshot and the changes after it may overlap), each step's
-record, outcome and attempt note merged into the `StepInfo` readers see, and what the
+spec, state, outcome and attempt note merged into the `StepInfo` readers see, and what the
 scheduler needs to plan incrementally: which steps changed since it last planned, who depends
 on whom, how many steps are still open.
 """
