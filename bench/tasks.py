@@ -3,13 +3,15 @@
 Run it with ``python bench/tasks.py`` (``--help`` for the knobs). It starts its own nats-server
 on a free loopback port with a temporary store and measures, in one run, on that server:
 
-- **floors** — bare nats-py on asyncio speaking JetStream's protocol over core connections
-  (`_raw`), with task messages of actorq's shape (subject, headers, body) and the same
-  streams and consumer: (i) enqueue: publishes with a window of PubAcks; (ii) end-to-end: a
-  separate worker process pulls, decodes, calls a no-op coroutine, publishes the result with a
-  PubAck, then ``+ACK``s, while the producer publishes the tasks and collects every result
-  through one core subscription; (iii) round trip: one task published, pulled, its result
-  published and received, sequentially;
+- **floors** (`_task_floors`) — bare nats-py on asyncio speaking JetStream's protocol over
+  core connections (`_raw`), with task messages of actorq's shape (subject, headers, body) and
+  the same streams and consumer: (i) enqueue: publishes with a window of PubAcks; (ii)
+  end-to-end: a separate worker process pulls, decodes, calls a no-op coroutine, publishes the
+  result with a PubAck, then ``+ACK``s, while the producer publishes the tasks and collects
+  every result through one core subscription; (iii) round trip: one task published, pulled,
+  its result published and received, sequentially. And, for information, the same round trip
+  through actorq's Bridge alone (trio and nats-py's loop in both processes, no task layer):
+  what the architecture costs before any task-queue code runs;
 - **actorq** — (i) enqueue with ``client.enqueue_many`` batches, and with concurrent
   ``client.enqueue`` calls from several trio tasks; (ii) end-to-end with an `actorq.Worker` in
   a separate process, every result awaited through its handle; (iii) round trip: ``await
@@ -25,15 +27,13 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import json
 import os
-import secrets
 import signal
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,29 +44,24 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from _raw import Msg, PubAckWindow, api, machine  # noqa: E402
+from _raw import api, machine  # noqa: E402
 from _server import nats_server  # noqa: E402
-from _task_worker import QUEUE, TASK_NAME, bench_app  # noqa: E402
+from _task_floors import (  # noqa: E402
+    Figures,
+    bare_enqueue,
+    bare_through_worker,
+    bridge_round_trips,
+    percentile,
+)
+from _task_worker import QUEUE, bench_app  # noqa: E402
 
 import actorq  # noqa: E402
-from actorq._names import Layout  # noqa: E402
-from actorq.broker import ConsumerConfig  # noqa: E402
-from actorq.broker._jetstream_admin import consumer_json  # noqa: E402
 
-BODY = b'{"args":[],"kwargs":{}}'
-"""A no-argument task's body, as actorq encodes it."""
 _rounds = itertools.count()
-
-Figures = dict[str, float]
 
 
 def _namespace(side: str) -> str:
     return f"b{os.getpid()}{side}{next(_rounds)}"
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 @contextlib.contextmanager
@@ -93,50 +88,7 @@ def worker_process(kind: str, url: str, namespace: str, concurrency: int) -> Ite
         process.stdout.close()
 
 
-# --- floors: bare nats-py -------------------------------------------------------------------
-
-
-class _BareProducer:
-    """Publishes task messages of actorq's shape; receives results on one core subscription."""
-
-    def __init__(self, nc: nats.NATS, namespace: str) -> None:
-        self.nc = nc
-        self.layout = Layout(namespace)
-        self.subject = self.layout.task_subject(QUEUE, TASK_NAME)
-        self.origin = secrets.token_hex(6)
-        self.ids = itertools.count(secrets.randbits(32))
-        self.window = PubAckWindow(nc)
-        self.received = 0
-        self.expected = 0
-        self.all_in: asyncio.Future[None] | None = None
-        self.waiting: dict[str, asyncio.Future[None]] = {}
-
-    async def start(self) -> None:
-        await self.window.start()
-        await self.nc.subscribe(
-            self.layout.result_origin_subjects(self.origin), cb=self._on_result
-        )
-
-    async def publish(self, on_ack: Callable[[], Awaitable[None]] | None = None) -> str:
-        task_id = f"{self.origin}{next(self.ids):020x}"
-        headers = {
-            "Actorq-Task": TASK_NAME,
-            "Actorq-Id": task_id,
-            "Actorq-Enqueued": repr(time.time()),
-            "Nats-Msg-Id": task_id,
-        }
-        await self.window.publish(self.subject, BODY, headers, on_ack)
-        return task_id
-
-    async def _on_result(self, msg: Msg) -> None:
-        record = json.loads(msg.data)
-        assert record["status"] == "succeeded", record
-        waiter = self.waiting.pop(msg.subject.rsplit(".", 1)[-1], None)
-        if waiter is not None:
-            waiter.set_result(None)
-        self.received += 1
-        if self.received == self.expected and self.all_in is not None:
-            self.all_in.set_result(None)
+# --- rounds ---------------------------------------------------------------------------------
 
 
 async def _prepare_app(url: str, namespace: str) -> None:
@@ -146,74 +98,7 @@ async def _prepare_app(url: str, namespace: str) -> None:
         pass
 
 
-async def _bare_consumer(nc: nats.NATS, layout: Layout) -> None:
-    """The queue's consumer, configured exactly as an actorq worker's (default options)."""
-    consumer = ConsumerConfig(
-        name=layout.queue_consumer(QUEUE), filter_subjects=(layout.queue_subjects(QUEUE),)
-    )
-    body = {"stream_name": layout.tasks_stream, "config": consumer_json(consumer)}
-    await api(nc, f"$JS.API.CONSUMER.CREATE.{layout.tasks_stream}.{consumer.name}", body)
-
-
-async def bare_enqueue(url: str, namespace: str, n: int) -> Figures:
-    nc = await nats.connect(url)
-    try:
-        layout = Layout(namespace)
-        await _bare_consumer(nc, layout)
-        producer = _BareProducer(nc, namespace)
-        await producer.start()
-        started = time.perf_counter()
-        for _ in range(n):
-            await producer.publish()
-        await producer.window.drained()
-        rate = n / (time.perf_counter() - started)
-        await api(nc, f"$JS.API.STREAM.PURGE.{layout.tasks_stream}")
-        return {"enqueue": rate}
-    finally:
-        await nc.close()
-
-
-async def bare_through_worker(url: str, namespace: str, n: int, rtt: int, warmup: int) -> Figures:
-    nc = await nats.connect(url)
-    try:
-        producer = _BareProducer(nc, namespace)
-        await producer.start()
-        loop = asyncio.get_running_loop()
-
-        async def round_trip() -> float:
-            started = time.perf_counter()
-            acked = loop.create_future()
-
-            async def on_ack() -> None:
-                acked.set_result(None)
-
-            arrived = loop.create_future()
-            producer.waiting[await producer.publish(on_ack)] = arrived
-            await acked
-            await arrived
-            return time.perf_counter() - started
-
-        for _ in range(warmup):
-            await round_trip()
-        producer.received, producer.expected = 0, n
-        producer.all_in = loop.create_future()
-        started = time.perf_counter()
-        for _ in range(n):
-            await producer.publish()
-        await producer.all_in
-        await producer.window.drained()
-        end_to_end = n / (time.perf_counter() - started)
-        latencies = [await round_trip() for _ in range(rtt)]
-        return {
-            "end_to_end": end_to_end,
-            "p50": percentile(latencies, 0.50),
-            "p99": percentile(latencies, 0.99),
-        }
-    finally:
-        await nc.close()
-
-
-def bare_round(url: str, args: argparse.Namespace) -> Figures:
+def floor_round(url: str, args: argparse.Namespace) -> Figures:
     namespace = _namespace("raw")
     trio.run(_prepare_app, url, namespace)
     figures = asyncio.run(bare_enqueue(url, namespace, args.enqueue_tasks))
@@ -221,6 +106,11 @@ def bare_round(url: str, args: argparse.Namespace) -> Figures:
         figures |= asyncio.run(
             bare_through_worker(url, namespace, args.tasks, args.rtt, args.warmup)
         )
+    asyncio.run(_delete_streams(url, namespace))
+    namespace = _namespace("br")
+    trio.run(_prepare_app, url, namespace)
+    with worker_process("bridge", url, namespace, args.concurrency):
+        figures |= trio.run(bridge_round_trips, url, namespace, args.rtt, args.warmup)
     asyncio.run(_delete_streams(url, namespace))
     return figures
 
@@ -328,24 +218,34 @@ ROWS = [
     ("round trip p50", "p50", "p50", "ms", 1.5, False),
     ("round trip p99", "p99", "p99", "ms", 2.0, False),
 ]
+# (label, floor-side figure, bare floor figure): the Bridge alone, for information.
+BRIDGE_ROWS = [
+    ("round trip p50, the Bridge alone (no task layer)", "bridge_p50", "p50"),
+    ("round trip p99, the Bridge alone (no task layer)", "bridge_p99", "p99"),
+]
+
+
+def _median(rounds: list[Figures], key: str) -> float:
+    return statistics.median(r[key] for r in rounds)
+
+
+def _cells(a: float, f: float, unit: str) -> str:
+    if unit == "ms":
+        return f"{a * 1000:.2f} ms | {f * 1000:.2f} ms"
+    return f"{a:,.0f}/s | {f:,.0f}/s"
 
 
 def report(actorq_rounds: list[Figures], floor_rounds: list[Figures]) -> bool:
     """Print the table; True when every target is met."""
     print()
-    print("medians of the rounds; ratio = actorq / floor")
+    print("medians of the rounds; ratio = figure / floor")
     print()
-    print("| measurement | actorq | floor (bare nats-py) | ratio | target | |")
+    print("| measurement | figure | floor (bare nats-py) | ratio | target | |")
     print("|---|---:|---:|---:|---:|---|")
     passed = True
     for label, mine, floor_key, unit, target, higher in ROWS:
-        a = statistics.median(r[mine] for r in actorq_rounds)
-        f = statistics.median(r[floor_key] for r in floor_rounds)
+        a, f = _median(actorq_rounds, mine), _median(floor_rounds, floor_key)
         ratio = a / f
-        if unit == "ms":
-            cells = f"{a * 1000:.2f} ms | {f * 1000:.2f} ms"
-        else:
-            cells = f"{a:,.0f}/s | {f:,.0f}/s"
         if target is None:
             verdict, goal = "(info)", "-"
         else:
@@ -353,21 +253,25 @@ def report(actorq_rounds: list[Figures], floor_rounds: list[Figures]) -> bool:
             passed &= ok
             verdict = "pass" if ok else "FAIL"
             goal = f"{'>=' if higher else '<='} {target:g}x"
-        print(f"| {label} | {cells} | {ratio:.2f}x | {goal} | {verdict} |")
+        print(f"| {label} | {_cells(a, f, unit)} | {ratio:.2f}x | {goal} | {verdict} |")
+    for label, bridge_key, floor_key in BRIDGE_ROWS:
+        a, f = _median(floor_rounds, bridge_key), _median(floor_rounds, floor_key)
+        print(f"| {label} | {_cells(a, f, 'ms')} | {a / f:.2f}x | - | (info) |")
     return passed
 
 
 def _describe(figures: Figures) -> str:
-    return (
-        f"enqueue {figures['enqueue']:,.0f}/s"
-        + (
-            f" (concurrent {figures['enqueue_concurrent']:,.0f}/s)"
-            if "enqueue_concurrent" in figures
-            else ""
+    parts = [f"enqueue {figures['enqueue']:,.0f}/s"]
+    if "enqueue_concurrent" in figures:
+        parts[0] += f" (concurrent {figures['enqueue_concurrent']:,.0f}/s)"
+    parts.append(f"end-to-end {figures['end_to_end']:,.0f}/s")
+    parts.append(f"rtt p50 {figures['p50'] * 1000:.2f} ms p99 {figures['p99'] * 1000:.2f} ms")
+    if "bridge_p50" in figures:
+        parts.append(
+            f"Bridge-alone rtt p50 {figures['bridge_p50'] * 1000:.2f} ms"
+            f" p99 {figures['bridge_p99'] * 1000:.2f} ms"
         )
-        + f", end-to-end {figures['end_to_end']:,.0f}/s,"
-        f" rtt p50 {figures['p50'] * 1000:.2f} ms p99 {figures['p99'] * 1000:.2f} ms"
-    )
+    return ", ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -396,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     with nats_server() as url:
         for round_ in range(args.rounds):
             sides: list[tuple[str, Callable[[], Figures], list[Figures]]] = [
-                ("floor", lambda: bare_round(url, args), floor_rounds),
+                ("floor", lambda: floor_round(url, args), floor_rounds),
                 ("actorq", lambda: actorq_round(url, args), actorq_rounds),
             ]
             for name, run, into in sides if round_ % 2 == 0 else reversed(sides):
