@@ -29,7 +29,7 @@ from ._wire import H_ID, H_STATUS, H_TASK, ResultRecord, decode_result, task_id_
 from .dag._client_api import DagApi
 from .kv._client_api import CoordinationApi
 from .actors import ActorRef, ChildSpec, Overflow, Shutdown, Supervisor
-from .actors._outbox import Outbox, Publish
+from .actors._outbox import Outbox, Publish, publish_directly
 from .actors._results import ResultRouter
 from .broker import EXPECTED_LAST_SUBJECT_SEQUENCE, Broker, Message, PubAck, open_broker
 
@@ -298,8 +298,10 @@ class Client(CoordinationApi, DagApi):
         return await dispatch_message(self.app, call, task_id, now=now)
 
     async def _send(self, messages: list[Message]) -> None:
+        results = await publish_directly(self.broker, self._outbox, messages)
         try:
-            results = await self._outbox.ask(lambda reply: Publish(messages, reply))
+            if results is None:
+                results = await self._outbox.ask(lambda reply: Publish(messages, reply))
         except MailboxFull as error:
             if self._overflow in (Overflow.DROP_NEWEST, Overflow.DROP_OLDEST):
                 raise TaskDropped(

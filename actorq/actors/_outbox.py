@@ -1,11 +1,12 @@
-"""The Outbox: every enqueue of a client goes through one publishing actor.
+"""The Outbox: a client's enqueues while NATS is unreachable, and their batched publishing.
 
 Requests wait in the Outbox's bounded mailbox; the actor takes everything queued, publishes it
-as one batch (one window of PubAcks) and answers each request with its acks. That gives
-concurrent producers batching for free, and it is also what happens while NATS is unreachable:
-the actor waits for the connection, requests pile up in the mailbox, and its overflow policy
-(the user's choice) decides what a full buffer does. Task ids double as ``Nats-Msg-Id``, so a
-batch re-sent after a connection loss cannot be stored twice.
+as one batch (one window of PubAcks) and answers each request with its acks. That is what
+happens while NATS is unreachable: the actor waits for the connection, requests pile up in the
+mailbox, and its overflow policy (the user's choice) decides what a full buffer does. While
+NATS is reachable and nothing waits in the mailbox, an enqueue publishes directly
+(`publish_directly`), sparing the hop through the actor. Task ids double as ``Nats-Msg-Id``,
+so a batch re-sent after a connection loss cannot be stored twice.
 """
 
 from __future__ import annotations
@@ -124,12 +125,35 @@ class Outbox:
             start = end
 
     async def _publish_messages(self, messages: list[Message]) -> list[PubAck | PublishFailed]:
-        if len(messages) > 1:
-            return await self.broker.publish_many(messages)
-        # One message (a lone ``enqueue``): the broker's single publish is its fastest path.
-        try:
-            return [await self.broker.publish(messages[0])]
-        except NotConnected:
-            raise
-        except PublishFailed as error:
-            return [error]
+        return await _publish(self.broker, messages)
+
+
+async def _publish(broker: Broker, messages: list[Message]) -> list[PubAck | PublishFailed]:
+    if len(messages) > 1:
+        return await broker.publish_many(messages)
+    # One message (a lone ``enqueue``): the broker's single publish is its fastest path.
+    try:
+        return [await broker.publish(messages[0])]
+    except NotConnected:
+        raise
+    except PublishFailed as error:
+        return [error]
+
+
+async def publish_directly(
+    broker: Broker, outbox: ActorRef[Publish], messages: list[Message]
+) -> list[PubAck | PublishFailed] | None:
+    """Publish at once, from the caller's task, while connected and with nothing waiting in
+    the Outbox; None when the request must go through the Outbox instead.
+
+    The Outbox is the buffer for when NATS is unreachable; while it is reachable, a hop
+    through the actor costs an enqueue two task switches and batches nothing the broker's own
+    publish lane and window would not. A connection lost meanwhile also returns None: the
+    Outbox then waits for the connection and sends the messages again (their ids dedupe).
+    """
+    if broker.connection.value is not ConnectionState.CONNECTED or outbox.statistics().queued:
+        return None
+    try:
+        return await _publish(broker, messages)
+    except NotConnected:
+        return None
