@@ -171,9 +171,11 @@ class SlotPool:
         queue = self._queue
         busy = self.busy
         while True:
-            # A schedule point before every task (never between taking a delivery and running
-            # it, so a cancellation here cannot lose one).
-            await trio.lowlevel.checkpoint()
+            # One schedule point before every task — the wait for one, or a checkpoint when
+            # one is queued already — and never between taking a delivery and running it, so
+            # a cancellation cannot lose one.
+            if queue and not self._stopping:
+                await trio.lowlevel.checkpoint()
             while not queue and not self._stopping:
                 await self._idle.park()
             if self._stopping:

@@ -2,7 +2,7 @@
 
 The loop side hands over whole batches through the Bridge's ``post``; these objects collect
 them on the trio thread and wake the one waiting receiver. No trio task runs per item, and
-receiving a batch that is already there costs one checkpoint.
+receiving costs one schedule point: the wait, or a checkpoint when a batch is already there.
 """
 
 from __future__ import annotations
@@ -52,15 +52,14 @@ class EventStream(Generic[T]):
         return self
 
     async def __anext__(self) -> T:
+        if self._items:
+            await trio.lowlevel.checkpoint()  # (waiting below is the schedule point otherwise)
         while not self._items:
             if self._error is not None:
                 raise self._error
             if self._closed:
                 raise StopAsyncIteration
             await self._lot.park()
-        await trio.lowlevel.checkpoint()
-        if not self._items:  # pragma: no cover - only one reader is supported
-            return await self.__anext__()
         return self._items.popleft()
 
     async def aclose(self) -> None:
@@ -122,13 +121,14 @@ class PullSubscription:
             NotFound: the consumer (or its stream) was deleted.
             trio.ClosedResourceError: the subscription is closed.
         """
+        if self._ready:
+            await trio.lowlevel.checkpoint()  # (waiting below is the schedule point otherwise)
         while not self._ready:
             if self._error is not None:
                 raise self._error
             if self._closed:
                 raise trio.ClosedResourceError("the pull subscription is closed")
             await self._lot.park()
-        await trio.lowlevel.checkpoint()
         batch, self._ready = self._ready, []
         return batch
 
