@@ -239,14 +239,19 @@ class Executor:
             await self._settle(delivery, envelope, context, Failed(error, None), duration=0.0)
             return
         if envelope.rate_limit is not None:
-            slot = envelope.rate_slot or await self._rate_limiter(envelope.rate_limit).reserve(
-                envelope.task
-            )
+            limiter = self._rate_limiter(envelope.rate_limit)
+            slot = envelope.rate_slot
+            if slot is None or self.broker.now() - slot > limiter.guard / 2:
+                # No turn yet, or it came back too late to use: using a late turn could crowd
+                # the next window, so reserve a fresh one.
+                slot = await limiter.reserve(envelope.task)
             wait = slot - self.broker.now()
             if wait > RATE_WAIT_IN_SLOT:
-                # Its turn is far off: free the slot meanwhile, keeping the reservation.
+                # Its turn is far off: free the slot meanwhile, keeping the reservation, and
+                # come back a little before the turn so it is not missed.
                 extra = {H_RATE_SLOT: repr(slot)}
-                await self.settler.defer(delivery, envelope, attempt, wait, extra)
+                back = wait - RATE_WAIT_IN_SLOT / 2
+                await self.settler.defer(delivery, envelope, attempt, back, extra)
                 return
             if wait > 0:
                 await trio.sleep(wait)
