@@ -23,7 +23,7 @@ from ._handle import TaskHandle
 from ._middleware import dispatch_message
 from ._names import TaskIds, new_origin, validate_task_id
 from ._periodic import Periodic, PeriodicInfo, same_schedule
-from ._streams import CANCEL, app_bucket_configs, app_stream_configs
+from ._streams import app_bucket_configs, app_stream_configs
 from ._task import BoundCall, Task, resolve_task
 from ._wire import H_ID, H_STATUS, H_TASK, ResultRecord, decode_result, task_id_for
 from .dag._client_api import DagApi
@@ -323,7 +323,7 @@ class Client(CoordinationApi, DagApi):
         """Mark a task cancelled and record the cancellation as its outcome (see
         `TaskHandle.cancel`). False if it already had an outcome."""
         layout = self.app.layout
-        await self.broker.kv_put(layout.bucket(CANCEL), task_id, self._origin.encode())
+        await self.broker.kv_put(layout.cancel_bucket, task_id, self._origin.encode())
         record = ResultRecord(
             id=task_id,
             task=task,

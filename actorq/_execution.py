@@ -31,7 +31,6 @@ from ._names import keyed_task_id
 from ._periodic import H_PERIODIC
 from ._retry import NoRetry, Retry, RetryPolicy, qualified_name
 from ._settle import ExecutionStatistics, Settler
-from ._streams import CONCURRENCY, IDEMPOTENCY
 from .broker import KvConfig
 from .kv._ratelimit import RateLimiter
 from ._wire import (
@@ -141,10 +140,10 @@ class Executor:
         )
         self.cancels = cancels
         self.idempotency = IdempotencyRecords(
-            broker, app.layout.bucket(IDEMPOTENCY), app.idempotency_ttl
+            broker, app.layout.idempotency_bucket, app.idempotency_ttl
         )
         self.concurrency = ConcurrencySlots(
-            broker, app.layout.bucket(CONCURRENCY), owner=worker_id, ttl=CONCURRENCY_TTL
+            broker, app.layout.concurrency_bucket, owner=worker_id, ttl=CONCURRENCY_TTL
         )
         self._rate_limiters: dict[str, RateLimiter] = {}
         self._on_start = on_start

@@ -205,9 +205,28 @@ class Layout:
 
     # key-value buckets
 
-    def bucket(self, purpose: str) -> str:
-        """The KV bucket of the app for ``purpose`` (``cancel``, ``idempotency``, ...)."""
+    def _bucket(self, purpose: str) -> str:
         return f"actorq_{self.namespace}_{purpose}"
+
+    @property
+    def cancel_bucket(self) -> str:
+        """Cancellation marks, watched by every worker."""
+        return self._bucket("cancel")
+
+    @property
+    def idempotency_bucket(self) -> str:
+        """Results of tasks whose idempotency key succeeded, by task id."""
+        return self._bucket("idempotency")
+
+    @property
+    def concurrency_bucket(self) -> str:
+        """Slots of concurrency keys."""
+        return self._bucket("concurrency")
+
+    @property
+    def workers_bucket(self) -> str:
+        """Live workers' presence records."""
+        return self._bucket("workers")
 
     def dlq_queue_subjects(self, queue: str) -> str:
         return f"{self.prefix}.dlq.{validate_queue(queue)}.*"
@@ -219,28 +238,28 @@ class Layout:
 
     def kv_bucket(self, name: str) -> str:
         """The bucket of a user's typed store ``name``."""
-        return f"actorq_{self.namespace}_kv_{validate_bucket_name(name)}"
+        return self._bucket(f"kv_{validate_bucket_name(name)}")
 
     @property
     def locks_bucket(self) -> str:
-        return f"actorq_{self.namespace}_locks"
+        return self._bucket("locks")
 
     @property
     def leaders_bucket(self) -> str:
-        return f"actorq_{self.namespace}_leaders"
+        return self._bucket("leaders")
 
     @property
     def wait_groups_bucket(self) -> str:
-        return f"actorq_{self.namespace}_waitgroups"
+        return self._bucket("waitgroups")
 
     @property
     def rate_limits_bucket(self) -> str:
-        return f"actorq_{self.namespace}_ratelimits"
+        return self._bucket("ratelimits")
 
     @property
     def dags_bucket(self) -> str:
         """The bucket of DAG runs: every run's meta, steps and signals (see actorq.dag)."""
-        return f"actorq_{self.namespace}_dags"
+        return self._bucket("dags")
 
     @property
     def counters_stream(self) -> str:

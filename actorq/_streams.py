@@ -51,9 +51,6 @@ def app_stream_configs(app: App) -> tuple[StreamConfig, StreamConfig, StreamConf
     )
 
 
-CANCEL = "cancel"
-IDEMPOTENCY = "idempotency"
-CONCURRENCY = "concurrency"
 
 
 DAG_HISTORY = 5
@@ -65,8 +62,8 @@ def app_bucket_configs(app: App) -> tuple[KvConfig, ...]:
     runs."""
     layout = app.layout
     return (
-        KvConfig(bucket=layout.bucket(CANCEL), max_age=CANCEL_MAX_AGE, replicas=app.replicas),
-        KvConfig(bucket=layout.bucket(IDEMPOTENCY), replicas=app.replicas, allow_per_key_ttl=True),
-        KvConfig(bucket=layout.bucket(CONCURRENCY), replicas=app.replicas, allow_per_key_ttl=True),
+        KvConfig(bucket=layout.cancel_bucket, max_age=CANCEL_MAX_AGE, replicas=app.replicas),
+        KvConfig(bucket=layout.idempotency_bucket, replicas=app.replicas, allow_per_key_ttl=True),
+        KvConfig(bucket=layout.concurrency_bucket, replicas=app.replicas, allow_per_key_ttl=True),
         KvConfig(bucket=layout.dags_bucket, history=DAG_HISTORY, replicas=app.replicas),
     )

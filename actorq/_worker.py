@@ -29,7 +29,6 @@ from ._client import ensure_app_streams
 from ._execution import Executor
 from ._options import PRIORITY_LEVELS
 from ._settle import ExecutionStatistics
-from ._streams import CANCEL
 from .actors import ChildSpec, Restart, Shutdown, Strategy, Supervisor, SupervisorPolicy
 from .actors._cancel import CancelWatch
 from .actors._lease import LeaseKeeper
@@ -121,7 +120,7 @@ class Worker:
         broker = client.broker
         self._credits = SlotCredits(concurrency)
         self._leases = LeaseKeeper(broker, ack_wait)
-        self._cancels = CancelWatch(broker, client.app.layout.bucket(CANCEL))
+        self._cancels = CancelWatch(broker, client.app.layout.cancel_bucket)
         self._dags = WorkerDags(client, self.id, dags)
         self._executor = Executor(
             client.app,

@@ -44,7 +44,7 @@ _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_=-]")
 
 def workers_bucket(namespace: str) -> str:
     """The KV bucket of an app's worker records (``actorq_<ns>_workers``)."""
-    return Layout(namespace).bucket("workers")
+    return Layout(namespace).workers_bucket
 
 
 def worker_key(worker_id: str) -> str:
