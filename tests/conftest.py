@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import itertools
 import re
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import trio
 
 from actorq._embedded_sync import SyncCluster, SyncServer, run_cluster, run_server
 
@@ -56,3 +61,27 @@ def namespace(request: pytest.FixtureRequest) -> str:
     """A name unique to this test, for streams, consumers and buckets on the shared server."""
     base = re.sub(r"[^A-Za-z0-9]", "", request.node.name)[:24].lower() or "t"
     return f"{base}{next(_namespaces)}"
+
+
+async def _start_script(script: Path, *args: str, ready: bytes = b"ready") -> tuple[trio.Process, bytes]:
+    """Start ``python script *args`` and wait (at most 15 s) until its stdout shows ``ready``;
+    returns the process and what it printed so far."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, str(script), *args], stdout=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    printed = b""
+    with trio.fail_after(15):
+        while ready not in printed:
+            chunk = await process.stdout.receive_some()
+            if not chunk:
+                pytest.fail(f"{script.name} exited before it was ready (code {process.returncode})")
+            printed += chunk
+    return process, printed
+
+
+@pytest.fixture
+def start_script() -> Callable[..., Awaitable[tuple[trio.Process, bytes]]]:
+    """``process, printed = await start_script(path, *args, ready=b"ready")``: a real process
+    that announced it is ready, for tests that kill or count processes."""
+    return _start_script

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
@@ -34,21 +32,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.slow]
 WORKER = Path(__file__).with_name("dag_chaos_worker.py")
 CHAIN = 20
 LEAVES = 50
-
-
-async def start_worker(url: str, namespace: str, log: Path) -> tuple[trio.Process, str]:
-    process = await trio.lowlevel.open_process(
-        [sys.executable, str(WORKER), url, namespace, str(log)], stdout=subprocess.PIPE
-    )
-    assert process.stdout is not None
-    with trio.fail_after(15):
-        buffer = b""
-        while b"\n" not in buffer:
-            chunk = await process.stdout.receive_some()
-            if not chunk:
-                pytest.fail(f"worker exited before it was ready (code {process.returncode})")
-            buffer += chunk
-    return process, buffer.decode().split()[1]
 
 
 async def terminal_records(client: actorq.Client, run_id: str) -> Counter[str]:
@@ -71,7 +54,7 @@ async def terminal_records(client: actorq.Client, run_id: str) -> Counter[str]:
 
 
 async def test_a_dag_run_survives_a_node_and_a_worker_killed(
-    nats_cluster: SyncCluster, namespace: str, tmp_path: Path
+    nats_cluster: SyncCluster, namespace: str, tmp_path: Path, start_script: Any
 ) -> None:
     app = actorq.App(namespace, replicas=3)
     link = actorq.remote_task("chaos.link", returns=int)
@@ -84,9 +67,11 @@ async def test_a_dag_run_survives_a_node_and_a_worker_killed(
             async with actorq.connect(app, nats_cluster.url) as client:
                 workers = {}
                 for name in ("a", "b"):
-                    process, worker_id = await start_worker(
-                        nats_cluster.url, namespace, tmp_path / f"{name}.log"
+                    log = tmp_path / f"{name}.log"
+                    process, printed = await start_script(
+                        WORKER, nats_cluster.url, namespace, str(log), ready=b"\n"
                     )
+                    worker_id = printed.decode().split()[1]
                     processes.append(process)
                     workers[worker_id] = process
 

@@ -8,10 +8,9 @@ tasks run twice are ones the killed worker had started and not finished.
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -22,22 +21,6 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 WORKER = Path(__file__).with_name("fault_worker.py")
 TASKS = 1000
-
-
-async def start_worker(url: str, namespace: str, log: Path) -> trio.Process:
-    process = await trio.lowlevel.open_process(
-        [sys.executable, str(WORKER), url, namespace, str(log)],
-        stdout=subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    with trio.fail_after(15):
-        buffer = b""
-        while b"ready" not in buffer:
-            chunk = await process.stdout.receive_some()
-            if not chunk:
-                pytest.fail(f"worker exited before it was ready (code {process.returncode})")
-            buffer += chunk
-    return process
 
 
 def executions(log: Path) -> tuple[list[int], set[int]]:
@@ -54,14 +37,14 @@ def executions(log: Path) -> tuple[list[int], set[int]]:
 
 
 async def test_kill_9_of_a_worker_loses_no_task(
-    nats_url: str, namespace: str, tmp_path: Path
+    nats_url: str, namespace: str, tmp_path: Path, start_script: Any
 ) -> None:
     app = actorq.App(namespace)
     record = actorq.remote_task("fault.record", returns=int)
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     async with actorq.connect(app, nats_url) as client:
-        victim = await start_worker(nats_url, namespace, logs[0])
-        survivor = await start_worker(nats_url, namespace, logs[1])
+        victim, _ = await start_script(WORKER, nats_url, namespace, str(logs[0]))
+        survivor, _ = await start_script(WORKER, nats_url, namespace, str(logs[1]))
         try:
             handles = await client.enqueue_many(record.bind(n) for n in range(TASKS))
             results: list[int] = []

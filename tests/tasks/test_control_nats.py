@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -60,27 +59,15 @@ async def test_cancel_a_queued_and_a_running_task(nats_url: str, namespace: str)
     assert calls == ["running"]
 
 
-async def start_worker(script: Path, *args: str) -> trio.Process:
-    process = await trio.lowlevel.open_process(
-        [sys.executable, str(script), *args], stdout=subprocess.PIPE
-    )
-    assert process.stdout is not None
-    seen = b""
-    while b"ready" not in seen:
-        chunk = await process.stdout.receive_some()
-        if not chunk:
-            pytest.fail("worker exited before it was ready")
-        seen += chunk
-    return process
-
-
 async def test_a_cron_schedule_fires_once_per_tick_with_two_worker_processes(
-    nats_url: str, namespace: str, tmp_path: Path
+    nats_url: str, namespace: str, tmp_path: Path, start_script: Any
 ) -> None:
     script = Path(__file__).with_name("periodic_worker.py")
     log = tmp_path / "ticks.log"
     with trio.fail_after(20):
-        workers = [await start_worker(script, nats_url, namespace, str(log)) for _ in range(2)]
+        workers = [
+            (await start_script(script, nats_url, namespace, str(log)))[0] for _ in range(2)
+        ]
         try:
             while len(log.read_text().splitlines()) < 4:
                 await trio.sleep(0.2)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -61,23 +60,9 @@ def test_a_bad_rate_is_refused() -> None:
         job.options(rate_limit="fast")
 
 
-async def start_worker(script: Path, *args: str) -> trio.Process:
-    process = await trio.lowlevel.open_process(
-        [sys.executable, str(script), *args], stdout=subprocess.PIPE
-    )
-    assert process.stdout is not None
-    seen = b""
-    while b"ready" not in seen:
-        chunk = await process.stdout.receive_some()
-        if not chunk:
-            pytest.fail("worker exited before it was ready")
-        seen += chunk
-    return process
-
-
 @pytest.mark.integration
 async def test_two_worker_processes_keep_a_rate_of_twenty_per_second(
-    nats_url: str, namespace: str, tmp_path: Path
+    nats_url: str, namespace: str, tmp_path: Path, start_script: Any
 ) -> None:
     script = Path(__file__).with_name("rate_limited_worker.py")
     log = tmp_path / "starts.log"
@@ -86,7 +71,9 @@ async def test_two_worker_processes_keep_a_rate_of_twenty_per_second(
         rate_limit="20/s"
     )
     with trio.fail_after(30):
-        workers = [await start_worker(script, nats_url, namespace, str(log)) for _ in range(2)]
+        workers = [
+            (await start_script(script, nats_url, namespace, str(log)))[0] for _ in range(2)
+        ]
         try:
             async with actorq.connect(app, nats_url) as client:
                 handles = await client.enqueue_many(call_partner.bind(n) for n in range(200))
