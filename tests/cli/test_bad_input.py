@@ -54,6 +54,19 @@ async def test_an_import_error_inside_the_module_names_where(tmp_path: Path) -> 
     assert "broken.py, line 3" in line
 
 
+async def test_a_bad_cron_expression_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "nightly.py").write_text(
+        "import actorq\n"
+        "app = actorq.App('nightly')\n"
+        "@app.task\n"
+        "async def report() -> None: ...\n"
+        "app.periodic('0 2 * * *', report)\n"
+    )
+    line = await one_error_line(["run", "nightly:app"], USAGE, cwd=tmp_path)
+    assert "invalid schedule '0 2 * * *'" in line
+    assert "6 fields" in line
+
+
 async def test_run_refuses_the_memory_broker() -> None:
     line = await one_error_line(["run", "examples.quickstart:app", "--url", "memory://x"], USAGE)
     assert "the memory broker lives inside one process" in line
