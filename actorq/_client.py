@@ -298,10 +298,13 @@ class Client(CoordinationApi, DagApi):
         return await dispatch_message(self.app, call, task_id, now=now)
 
     async def _send(self, messages: list[Message]) -> None:
-        results = await publish_directly(self.broker, self._outbox, messages)
+        direct = await publish_directly(self.broker, self._outbox, messages)
         try:
-            if results is None:
-                results = await self._outbox.ask(lambda reply: Publish(messages, reply))
+            results = (
+                direct
+                if direct is not None
+                else await self._outbox.ask(lambda reply: Publish(messages, reply))
+            )
         except MailboxFull as error:
             if self._overflow in (Overflow.DROP_NEWEST, Overflow.DROP_OLDEST):
                 raise TaskDropped(

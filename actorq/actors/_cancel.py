@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import math
-from types import TracebackType
+from typing import TYPE_CHECKING
 
 import trio
 
 from ..broker import Broker, CaughtUp, KvOperation
+
+if TYPE_CHECKING:
+    from types import TracebackType
 
 logger = logging.getLogger("actorq.worker")
 

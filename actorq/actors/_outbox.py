@@ -54,9 +54,10 @@ class Outbox:
     async def run(
         self, *, task_status: trio.TaskStatus[ActorRef[Publish]] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        async with open_mailbox(
+        mailbox: open_mailbox[Publish] = open_mailbox(
             self.capacity, overflow=self.overflow, name="outbox"
-        ) as (ref, inbox), trio.open_nursery() as nursery:
+        )
+        async with mailbox as (ref, inbox), trio.open_nursery() as nursery:
             # One long-lived watcher interrupts a receive when the connection drops (rather
             # than a watcher task per request).
             nursery.start_soon(self._interrupt_on_disconnect)
