@@ -22,14 +22,15 @@ import importlib.metadata
 import json
 import os
 import platform
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nats
 import nats.aio.msg
-
 from _server import server_version
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 WINDOW = 4000
 """PubAcks outstanding at once (the JetStream broker's default ``publish_window``)."""

@@ -16,11 +16,9 @@ import itertools
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import nats
-import trio
-
 from _raw import Msg, PubAckWindow, api
 from _task_worker import QUEUE, TASK_NAME
 
@@ -28,6 +26,9 @@ from actorq._names import Layout
 from actorq.broker import ConsumerConfig, Message
 from actorq.broker._jetstream import open_jetstream_broker
 from actorq.broker._jetstream_admin import consumer_json
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 BODY = b'{"args":[],"kwargs":{}}'
 """A no-argument task's body, as actorq encodes it."""

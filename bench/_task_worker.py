@@ -22,8 +22,10 @@ import socket
 import sys
 import time
 from pathlib import Path
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -79,7 +81,6 @@ async def run_task(
 
 async def run_raw(url: str, namespace: str, concurrency: int) -> None:
     import nats
-
     from _raw import Msg, PubAckWindow, Puller
 
     nc = await nats.connect(url)
@@ -122,7 +123,6 @@ async def run_raw(url: str, namespace: str, concurrency: int) -> None:
 async def run_bridge(url: str, namespace: str, concurrency: int) -> None:
     """Through actorq's broker, one batch of deliveries at a time (for round trips)."""
     import trio
-
     from _task_floors import worker_consumer
 
     from actorq._names import Layout

@@ -33,9 +33,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nats
 import trio
@@ -56,6 +55,9 @@ from _task_floors import (  # noqa: E402
 from _task_worker import QUEUE, bench_app  # noqa: E402
 
 import actorq  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 _rounds = itertools.count()
 
