@@ -393,9 +393,10 @@ async def start_server(
         raise ValueError("use either user/password or a token, not both")
     if (tls_cert is None) != (tls_key is None):
         raise ValueError("tls_cert and tls_key go together")
+    executable = find_binary(binary)  # before the temporary store, which a failure would leave
     temporary = None if store_dir is not None else tempfile.mkdtemp(prefix="actorq-nats-")
     spec = ServerSpec(
-        binary=find_binary(binary),
+        binary=executable,
         store_dir=Path(store_dir if store_dir is not None else str(temporary)),
         host=host,
         port=port or -1,

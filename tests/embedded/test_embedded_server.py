@@ -67,19 +67,20 @@ async def test_a_node_answers_a_client_and_stops_when_its_block_is_cancelled() -
 
 
 OWNER = """
-import trio, actorq
+import sys, trio, actorq
 async def main():
-    async with actorq.start_server() as server:
+    async with actorq.start_server(store_dir=sys.argv[1]) as server:
         print(server.pid, flush=True)
         await trio.sleep_forever()
 trio.run(main)
 """
 
 
-async def test_a_server_does_not_outlive_its_owner_killed_with_sigkill() -> None:
+async def test_a_server_does_not_outlive_its_owner_killed_with_sigkill(tmp_path: Path) -> None:
     with trio.fail_after(10):
+        # The owner cannot clean up after a SIGKILL: its store lives in the test's tmp_path.
         owner = await trio.lowlevel.open_process(
-            [sys.executable, "-c", OWNER], stdout=subprocess.PIPE
+            [sys.executable, "-c", OWNER, str(tmp_path / "store")], stdout=subprocess.PIPE
         )
         try:
             assert owner.stdout is not None
