@@ -62,6 +62,13 @@ class EventStream(Generic[T]):
             await self._lot.park()
         return self._items.popleft()
 
+    def take_ready(self) -> list[T]:
+        """The items already here, without waiting (an empty list when there are none): a
+        reader that handles a burst as one batch takes the rest of it after one ``anext``."""
+        items = list(self._items)
+        self._items.clear()
+        return items
+
     async def aclose(self) -> None:
         """Stop iterating (the subscription itself ends with its context manager)."""
         self._closed = True

@@ -306,6 +306,14 @@ class KvWatch:
             await self._waker.wait()
         return self._events.popleft()
 
+    def take_ready(self) -> list[WatchEvent]:
+        """The events already here, without waiting (none while disconnected)."""
+        if not self._engine.connected:
+            return []
+        events = list(self._events)
+        self._events.clear()
+        return events
+
     async def aclose(self) -> None:
         """End the iteration (for ``contextlib.aclosing``): the watch closes."""
         self.close()

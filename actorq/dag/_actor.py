@@ -64,6 +64,13 @@ class SchedulerContext:
     settings: DagSettings
 
 
+def ready(events: AsyncIterator[WatchEvent]) -> list[WatchEvent]:
+    """The events a watch has already received, without waiting (a broker's watch that
+    cannot say gives none: its events then come one ``anext`` at a time)."""
+    take = getattr(events, "take_ready", None)
+    return take() if take is not None else []
+
+
 class DagActor:
     """Drives one run to its end while its scheduler leads (see the module docstring)."""
 
@@ -120,10 +127,14 @@ class DagActor:
                 if caught_up:
                     await self._recover_phantoms(loaded)
                 return False
-            if isinstance(event, CaughtUp):
-                caught_up = changed = True
-            else:
-                changed = loaded.apply(event)  # False for the echo of our own writes
+            # A burst of changes (a fan-out's outcomes) is taken in as one batch and planned
+            # once: a plan is a function of the records, so the plans in between add nothing.
+            changed = False
+            for item in (event, *ready(events)):
+                if isinstance(item, CaughtUp):
+                    caught_up = changed = True
+                elif loaded.apply(item):  # False for the echo of our own writes
+                    changed = True
             if caught_up and changed:
                 if loaded.meta is None:
                     return True  # deleted

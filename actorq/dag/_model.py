@@ -244,6 +244,12 @@ _SPEC_FIELDS = tuple(a.name for a in attrs.fields(StepSpec))
 _STATE_FIELDS = tuple(a.name for a in attrs.fields(StepState) if a.name != "id")
 
 
+def spec_fields(spec: StepSpec) -> dict[str, Any]:
+    """A spec's fields by name (what `merge` starts from; a reader merging a step often keeps
+    them)."""
+    return {name: getattr(spec, name) for name in _SPEC_FIELDS}
+
+
 def merge(
     spec: StepSpec,
     state: StepState | None = None,
@@ -251,10 +257,12 @@ def merge(
     note: AttemptNote | None = None,
     *,
     state_first: bool = False,
+    base: dict[str, Any] | None = None,
 ) -> StepInfo:
     """A step as readers see it: its spec and state, with its outcome (or its retry note) over
-    them. ``state_first``: the state's terminal status was written before the outcome."""
-    fields = {name: getattr(spec, name) for name in _SPEC_FIELDS}
+    them. ``state_first``: the state's terminal status was written before the outcome.
+    ``base``: ``spec_fields(spec)``, when the caller has it."""
+    fields = dict(base) if base is not None else spec_fields(spec)
     if state is not None:
         fields.update((name, getattr(state, name)) for name in _STATE_FIELDS)
     status = fields.get("status", StepStatus.PENDING)

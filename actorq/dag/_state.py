@@ -48,6 +48,7 @@ from ._model import (
     merge,
     meta_key,
     run_keys,
+    spec_fields,
     step_key,
 )
 from ._plan import RunView
@@ -95,6 +96,7 @@ class Loaded:
     all_dirty: bool = True
     """Plan every step (a fresh snapshot, a change of the meta or of a signal)."""
     memo: dict[str, int] = attrs.field(factory=dict)
+    _spec_fields: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     _by_key: dict[str, tuple[str, str]] = attrs.field(factory=dict)
 
     def apply(self, entry: KvEntry) -> bool:
@@ -163,15 +165,22 @@ class Loaded:
             and state is not None
             and self.revisions.get(self.step_keys[step_id], 0) < found[1]
         )
+        base = self._spec_fields.get(step_id)
+        if base is None:
+            base = self._spec_fields[step_id] = spec_fields(spec)
         merged = merge(
-            spec, state, found[0] if found else None, self.notes.get(step_id), state_first=first
-        )
+            spec, state, found[0] if found else None, self.notes.get(step_id),
+            state_first=first, base=base,
+        )  # fmt: skip
         before = self.steps.get(step_id)
         self.steps[step_id] = merged
         was_open = before is not None and not before.status.terminal
         self.open_steps += (not merged.status.terminal) - was_open
         self.dirty.add(step_id)
-        self.dirty.update(self.dependents.get(step_id, ()))
+        if merged.status.terminal or not was_open:
+            # Only an upstream's end (or a change of an ended one: a breakpoint released
+            # after it) can move its dependents; a dispatch or a hold cannot.
+            self.dirty.update(self.dependents.get(step_id, ()))
 
     def _forget(self, key: str) -> None:
         kind, name = self._by_key.pop(key, ("", ""))
