@@ -69,14 +69,17 @@ async def submit_run(store: DagStore, dag: DAG, *, breakpoints: Iterable[str] = 
     except KeyExists:
         raise KeyExists(exists) from None
     dag.submitted = True
+    # The first steps go now; the scheduler would dispatch them too, and whichever marks a
+    # step running first enqueues it. In a fresh run every step is pending, so only steps
+    # without dependencies can be ready: planning just those decides what planning them all
+    # would (and a fan-out of thousands is not merged twice on the critical path).
+    roots = [step for step in steps if not step.requires and not step.awaits]
     loaded = Loaded(meta.id)
     loaded.put(meta_key(meta.id), meta, revision)
-    for step in steps:
+    for step in roots:
         loaded.add_spec(step)
-    # The first steps go now; the scheduler would dispatch them too, and whichever marks a
-    # step running first enqueues it.
     view = loaded.view()
-    ready = plan(view, now=now).dispatch
+    ready = plan(view, now=now, candidates=[step.id for step in roots]).dispatch
     batch = [
         Dispatch(loaded.specs[s], loaded.step_keys[s], StepState(id=s), 0,
                  payload_of(view, view.steps[s]))

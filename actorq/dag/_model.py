@@ -360,39 +360,88 @@ def kind_of(key: str) -> tuple[str, str]:
 
 
 def _structure_spec(data: Any, _: object) -> StepSpec:
-    """A `StepSpec` from its JSON (written for speed: a run's specs are read in bulk)."""
+    """A `StepSpec` from its JSON (written for speed: a run's specs are read in bulk, and
+    most of their fields are absent, at their defaults)."""
     try:
-        refs = tuple(
-            ArgRef(
-                tuple(ref["path"]),
-                ref.get("step"),
-                ref.get("signal"),
-                bool(ref.get("has_default", False)),
-                ref.get("default"),
-            )
-            for ref in data.get("refs", ())
-        )
+        get = data.get
+        refs = get("refs")
+        headers = get("headers")
         spec = StepSpec(
             id=_text(data["id"]),
             task=_text(data["task"]),
-            queue=_text(data.get("queue", "default")),
-            priority=int(data.get("priority", 0)),
-            headers={_text(k): _text(v) for k, v in (data.get("headers") or {}).items()},
-            deadline_after=data.get("deadline_after"),
-            payload=data.get("payload"),
-            refs=refs,
-            requires=tuple(map(_text, data.get("requires", ()))),
-            awaits=tuple(map(_text, data.get("awaits", ()))),
-            signals=tuple(map(_text, data.get("signals", ()))),
-            optional=bool(data.get("optional", False)),
-            break_before=tuple(map(_text, data.get("break_before", ()))),
-            break_after=tuple(map(_text, data.get("break_after", ()))),
-            parent=data.get("parent"),
-            added_at=float(data.get("added_at", 0.0)),
+            queue=_text(get("queue", "default")),
+            priority=int(get("priority", 0)),
+            headers={_text(k): _text(v) for k, v in headers.items()} if headers else {},
+            deadline_after=get("deadline_after"),
+            payload=get("payload"),
+            refs=tuple(
+                ArgRef(
+                    tuple(ref["path"]),
+                    ref.get("step"),
+                    ref.get("signal"),
+                    bool(ref.get("has_default", False)),
+                    ref.get("default"),
+                )
+                for ref in refs
+            )
+            if refs
+            else (),
+            requires=_texts(get("requires")),
+            awaits=_texts(get("awaits")),
+            signals=_texts(get("signals")),
+            optional=bool(get("optional", False)),
+            break_before=_texts(get("break_before")),
+            break_after=_texts(get("break_after")),
+            parent=get("parent"),
+            added_at=float(get("added_at", 0.0)),
         )
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a step spec: {type(exc).__name__}: {exc}") from None
     return spec
+
+
+def _texts(values: Any) -> tuple[str, ...]:
+    return tuple(map(_text, values)) if values else ()
+
+
+def _unstructure_spec(spec: StepSpec) -> dict[str, Any]:
+    """A `StepSpec` as JSON, fields at their defaults left out (`_structure_spec` restores
+    them): a run's specs are written and read in bulk, and a fan-out's steps are mostly
+    defaults."""
+    data: dict[str, Any] = {"id": spec.id, "task": spec.task}
+    if spec.queue != "default":
+        data["queue"] = spec.queue
+    if spec.priority:
+        data["priority"] = spec.priority
+    if spec.headers:
+        data["headers"] = spec.headers
+    if spec.deadline_after is not None:
+        data["deadline_after"] = spec.deadline_after
+    data["payload"] = spec.payload
+    if spec.refs:
+        data["refs"] = [_unstructure_ref(ref) for ref in spec.refs]
+    for name in ("requires", "awaits", "signals", "break_before", "break_after"):
+        value = getattr(spec, name)
+        if value:
+            data[name] = list(value)
+    if spec.optional:
+        data["optional"] = True
+    if spec.parent is not None:
+        data["parent"] = spec.parent
+    data["added_at"] = spec.added_at
+    return data
+
+
+def _unstructure_ref(ref: ArgRef) -> dict[str, Any]:
+    data: dict[str, Any] = {"path": list(ref.path)}
+    if ref.step is not None:
+        data["step"] = ref.step
+    if ref.signal is not None:
+        data["signal"] = ref.signal
+    if ref.has_default:
+        data["has_default"] = True
+        data["default"] = ref.default
+    return data
 
 
 def _text(value: Any) -> str:
@@ -402,6 +451,8 @@ def _text(value: Any) -> str:
 
 
 converter.register_structure_hook(StepSpec, _structure_spec)
+# Exactly StepSpec: its subclass StepInfo (what readers get) unstructures with every field.
+converter.register_unstructure_hook_func(lambda cls: cls is StepSpec, _unstructure_spec)
 
 
 def encode(record: object) -> bytes:
