@@ -10,16 +10,16 @@ does not restart one (measured).
 
 Reads use direct get. Expired keys leave a server-placed marker (``Nats-Marker-Reason``) when
 the bucket allows per-key TTL; like delete and purge markers, it reads as "no live value".
-Watches run an ordered push consumer (nats-py's) and emit `CaughtUp` once the values that
-existed at the start have been delivered.
+Watches run an ordered push consumer (spoken here, on an inbox taken at nats-py's dispatch
+point: see `Watch`) and emit `CaughtUp` once the values that existed at the start have been
+delivered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
-
-from nats.js import api as js_api
 
 from .._errors import KeyExists, NotFound, PublishFailed, WrongRevision
 from ._jetstream_admin import Admin, ApiError, ApiNotFound, nanos
@@ -45,15 +45,21 @@ from ._protocol import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
     from nats.js.client import JetStreamContext
 
     from ..actors._bridge_loop import LoopSide
+
+logger = logging.getLogger("actorq.jetstream")
 
 KV_OPERATION = "KV-Operation"
 MARKER_REASON = "Nats-Marker-Reason"
 _WATCH_INACTIVE_THRESHOLD = 30.0
 """Seconds the server keeps a watch's ephemeral consumer after the watch ends."""
+_HEARTBEAT = 5.0
+"""Seconds between a watch consumer's idle heartbeats."""
+_SILENT_HEARTBEATS = 3
+"""Heartbeats missed in a row before a watch's consumer is presumed gone and created anew."""
 _MARKER_TTL = 1.0
 """Seconds an expiry marker stays in a bucket with per-key TTL (long enough for watchers)."""
 
@@ -256,6 +262,16 @@ class Watch:
 
     ``emit`` and ``fail`` run where the caller wants them: the trio side passes functions that
     `LoopSide.post` carries over; `Kv.keys` passes loop-side ones directly.
+
+    It speaks the ordered-consumer protocol itself, as nats-py's ordered consumer does, but
+    takes its messages at nats-py's dispatch point (`Inboxes`) instead of through a nats-py
+    subscription, which builds a ``Msg``, parses its headers and metadata, queues it and runs
+    a callback task per entry — most of a watch's cost when a DAG scheduler follows thousands
+    of changes. An ephemeral push consumer (no acks, flow control, idle heartbeats, in memory)
+    delivers to a fresh inbox; each entry's consumer sequence must follow the last one, else
+    (a gap, a heartbeat naming another last sequence, silence for `_SILENT_HEARTBEATS`
+    heartbeats, a reconnect) the consumer is created anew on a new inbox, starting after the
+    last stream sequence seen, so no entry is lost or repeated.
     """
 
     def __init__(
@@ -281,60 +297,165 @@ class Watch:
         self.updates_only = updates_only
         self.headers_only = headers_only
         self._prefix = f"$KV.{bucket}."
+        self._stream = stream_name(bucket)
         self._buffer: list[WatchEvent] = []
         self._caught_up = False
-        self._ready: asyncio.Future[None] | None = None  # created on the loop, in open()
-        self._sub: Any = None
+        self._sub: Subscription | None = None
+        self._generation = 0
+        """Bumped with every consumer: messages for an inbox left behind are ignored."""
+        self._dseq = 0
+        """Consumer sequence of the last entry taken (the next must be one more)."""
+        self._sseq = 0
+        """Stream sequence of the last entry taken (a new consumer starts after it)."""
+        self._closed = False
+        self._resetting = False
+        self._last_seen = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
 
     async def open(self) -> None:
-        self._ready = asyncio.get_running_loop().create_future()
         if self.updates_only:
-            policy = js_api.DeliverPolicy.NEW
+            policy: dict[str, Any] = {"deliver_policy": "new"}
         elif self.include_history:
-            policy = js_api.DeliverPolicy.ALL
+            policy = {"deliver_policy": "all"}
         else:
-            policy = js_api.DeliverPolicy.LAST_PER_SUBJECT
+            policy = {"deliver_policy": "last_per_subject"}
+        loop = asyncio.get_running_loop()
         try:
-            self._sub = await self.kv.js.subscribe(
-                key_subject(self.bucket, self.key),
-                stream=stream_name(self.bucket),
-                cb=self._on_message,
-                ordered_consumer=True,
-                deliver_policy=policy,
-                headers_only=self.headers_only,
-                inactive_threshold=_WATCH_INACTIVE_THRESHOLD,
-            )
+            info = await self._start(policy)
             if self.updates_only:
                 self._catch_up()
-            else:
-                info = await self._sub.consumer_info()
-                if info.num_pending == 0 and info.delivered.consumer_seq == 0:
-                    self._catch_up()
+            elif info.get("num_pending", 0) == 0 and not info.get("delivered", {}).get(
+                "consumer_seq", 0
+            ):
+                self._catch_up()  # nothing to deliver (else the last entry's pending is 0)
         except BaseException as exc:  # failed or cancelled half-way: leave nothing behind
             await self.close()
-            if isinstance(exc, Exception) and "stream not found" in str(exc).lower():
+            if isinstance(exc, ApiNotFound):
                 raise NotFound(f"no KV bucket {self.bucket!r}") from None
             raise
-        finally:
-            self._ready.set_result(None)
+        self._last_seen = loop.time()
+        self.kv.side.reconnect_listeners.append(self._on_reconnect)
+        self._watchdog = loop.call_later(_HEARTBEAT, self._check_alive)
 
-    async def _on_message(self, msg: Msg) -> None:
-        if self._ready is not None and not self._ready.done():
-            await self._ready  # entries may race the consumer-info answer: keep them in order
-        meta = msg.metadata
-        timestamp = meta.timestamp.timestamp() if meta.timestamp else 0.0
+    async def _start(self, policy: dict[str, Any]) -> dict[str, Any]:
+        """Subscribe a fresh inbox and create a consumer delivering to it."""
+        self._generation += 1
+        generation = self._generation
+        inbox = self.kv.side.nc.new_inbox()
+        inboxes = self.kv.wire.inboxes
+
+        def on_message(
+            subject: str, reply: str, data: bytes, headers: dict[str, str] | None
+        ) -> None:
+            if generation == self._generation and not self._closed:
+                self._on_message(subject, reply, data, headers)
+
+        old, self._sub = self._sub, await inboxes.subscribe(inbox, on_message)
+        self._dseq = 0
+        if old is not None:
+            await inboxes.unsubscribe(old)
+        config = {
+            "deliver_subject": inbox,
+            "filter_subject": key_subject(self.bucket, self.key),
+            "ack_policy": "none",
+            "max_deliver": 1,
+            "ack_wait": nanos(22 * 3600.0),
+            "flow_control": True,
+            "idle_heartbeat": nanos(_HEARTBEAT),
+            "num_replicas": 1,
+            "mem_storage": True,
+            "headers_only": self.headers_only,
+            "inactive_threshold": nanos(_WATCH_INACTIVE_THRESHOLD),
+            **policy,
+        }
+        return await self.kv.admin.api(
+            f"$JS.API.CONSUMER.CREATE.{self._stream}",
+            {"stream_name": self._stream, "config": config},
+            f"watch KV bucket {self.bucket!r}",
+        )
+
+    def _on_message(
+        self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None
+    ) -> None:
+        self._last_seen = self.kv.side.loop.time()
+        if not reply.startswith("$JS.ACK."):
+            self._on_status(reply, headers or {})
+            return
+        tokens = reply.split(".")
+        start = 2 if len(tokens) == 9 else 4  # ack subject layouts v1 and v2 (ADR-15)
+        try:
+            sseq = int(tokens[start + 3])
+            dseq = int(tokens[start + 4])
+            timestamp = int(tokens[start + 5]) / 1_000_000_000
+            pending = int(tokens[start + 6])
+        except (IndexError, ValueError):
+            logger.warning("watch of %r: not an ack subject: %r", self.bucket, reply)
+            return
+        if dseq != self._dseq + 1:
+            self._reset()  # a gap: start again after the last entry taken
+            return
+        self._dseq, self._sseq = dseq, sseq
         self._add(
             KvEntry(
                 self.bucket,
-                msg.subject[len(self._prefix) :],
-                msg.data if not self.headers_only else b"",
-                meta.sequence.stream,
-                operation_of(msg.headers),
+                subject[len(self._prefix) :],
+                data if not self.headers_only else b"",
+                sseq,
+                operation_of(headers),
                 timestamp,
             )
         )
-        if not self._caught_up and meta.num_pending == 0:
+        if pending == 0 and not self._caught_up:
             self._catch_up()
+
+    def _on_status(self, reply: str, headers: dict[str, str]) -> None:
+        if headers.get("Status") != "100":
+            return
+        wire = self.kv.wire
+        if reply:  # a flow-control request: entries are taken as they arrive, answer at once
+            wire.queue_publish(reply, b"")
+            return
+        stalled = headers.get("Nats-Consumer-Stalled")
+        if stalled:
+            wire.queue_publish(stalled, b"")
+        last = headers.get("Nats-Last-Consumer")
+        if last is not None and last.isdigit() and int(last) != self._dseq:
+            self._reset()  # the consumer delivered something we never got
+
+    def _check_alive(self) -> None:
+        if self._closed:
+            return
+        loop = self.kv.side.loop
+        self._watchdog = loop.call_later(_HEARTBEAT, self._check_alive)
+        silent = loop.time() - self._last_seen
+        if silent > _SILENT_HEARTBEATS * _HEARTBEAT and self.kv.side.nc.is_connected:
+            self._reset()  # no heartbeat: the consumer (or its server) is gone
+
+    def _on_reconnect(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        if not (self._closed or self._resetting):
+            self._resetting = True
+            asyncio.ensure_future(self._restart())
+
+    async def _restart(self) -> None:
+        try:
+            policy = {"deliver_policy": "by_start_sequence", "opt_start_seq": self._sseq + 1}
+            await self._start(policy)
+            self._last_seen = self.kv.side.loop.time()
+        except ApiNotFound:
+            self._fail_with(NotFound(f"no KV bucket {self.bucket!r}"))
+        except Exception as exc:  # noqa: BLE001 - the watchdog or the next reconnect retries
+            logger.debug("watch of %r: a new consumer failed: %r", self.bucket, exc)
+        finally:
+            self._resetting = False
+
+    def _fail_with(self, error: BaseException) -> None:
+        if self._post is not None:
+            self._post(self._fail, error)
+        else:
+            self._fail(error)
 
     def _catch_up(self) -> None:
         if not self._caught_up:
@@ -344,7 +465,7 @@ class Watch:
     def _add(self, event: WatchEvent) -> None:
         self._buffer.append(event)
         if len(self._buffer) == 1:
-            asyncio.get_running_loop().call_soon(self._flush)
+            self.kv.side.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         events, self._buffer = self._buffer, []
@@ -356,9 +477,15 @@ class Watch:
             self._emit(events)
 
     async def close(self) -> None:
+        self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        try:
+            self.kv.side.reconnect_listeners.remove(self._on_reconnect)
+        except ValueError:
+            pass
         sub, self._sub = self._sub, None
         if sub is not None:
-            try:
-                await sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - closing: the interest goes with the connection
-                pass
+            # The consumer goes with its interest (after its inactive threshold).
+            await self.kv.wire.inboxes.unsubscribe(sub)
