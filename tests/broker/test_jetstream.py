@@ -336,6 +336,32 @@ async def test_an_expiring_key_shows_in_a_watch(nats_url: str, namespace: str) -
         await broker.kv_create(namespace, "lease", b"next", ttl=1.0)
 
 
+async def test_a_watch_goes_on_after_the_server_restarts(namespace: str) -> None:
+    # The watch's consumer lives in the server's memory: after a restart the watch creates a
+    # new one after the last entry it took, so nothing is lost or repeated.
+    with trio.fail_after(30):
+        async with (
+            start_server() as server,
+            open_jetstream_broker(
+                server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2
+            ) as broker,
+        ):
+            await broker.ensure_kv(KvConfig(bucket=namespace))
+            await broker.kv_put(namespace, "a", b"1")
+            async with broker.kv_watch(namespace) as watch, aclosing(aiter(watch)) as events:
+                first = await anext(events)
+                assert isinstance(first, KvEntry)
+                assert first.key == "a"
+                assert isinstance(await anext(events), CaughtUp)
+                await broker.kv_put(namespace, "b", b"2")
+                await server.stop()
+                await server.restart()
+                await broker.connection.wait_value(ConnectionState.CONNECTED)
+                await broker.kv_put(namespace, "c", b"3")  # restart() returns once it is ready
+                keys = [(await anext(events)).key for _ in range(2)]  # type: ignore[union-attr]
+                assert keys == ["b", "c"]
+
+
 def test_both_ack_subject_layouts_parse() -> None:
     v1 = "$JS.ACK.ORDERS.workers.2.41.7.1700000000123456789.5"
     v2 = "$JS.ACK.hub.ACCHASH.ORDERS.workers.2.41.7.1700000000123456789.5.rnd"
