@@ -400,9 +400,11 @@ class DAG:
             record = step_spec(
                 draft, *edges[draft.id], default_retry=self.retry, now=now, headers_of=headers_of
             )
-            befores = tuple(lb for lb, (b, _) in self._breakpoints.items() if draft.id in b)
-            afters = tuple(lb for lb, (_, a) in self._breakpoints.items() if draft.id in a)
-            steps.append(attrs.evolve(record, break_before=befores, break_after=afters))
+            if self._breakpoints:
+                befores = tuple(lb for lb, (b, _) in self._breakpoints.items() if draft.id in b)
+                afters = tuple(lb for lb, (_, a) in self._breakpoints.items() if draft.id in a)
+                record = attrs.evolve(record, break_before=befores, break_after=afters)
+            steps.append(record)
         retry = retry_to_header(self.retry) if self.retry is not None else None
         meta = RunInfo(
             id=self.id,

@@ -35,8 +35,28 @@ def _is_union(annotation: Any) -> bool:
     return typing.get_origin(annotation) in (typing.Union, types.UnionType)
 
 
+_compatible_memo: dict[tuple[Any, Any], bool] = {}
+_MEMO_LIMIT = 4096
+
+
 def compatible(source: Any, target: Any) -> bool:
-    """Whether every value of type ``source`` fits ``target`` (lenient where it cannot tell)."""
+    """Whether every value of type ``source`` fits ``target`` (lenient where it cannot tell).
+
+    Memoized (a pure function of two annotations): a fan-out checks the same pair for
+    every one of its steps."""
+    try:
+        return _compatible_memo[(source, target)]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable annotation
+        return _compatible(source, target)
+    answer = _compatible(source, target)
+    if len(_compatible_memo) < _MEMO_LIMIT:
+        _compatible_memo[(source, target)] = answer
+    return answer
+
+
+def _compatible(source: Any, target: Any) -> bool:
     source, target = _unwrap(source), _unwrap(target)
     if target in _ANY or source in _ANY:
         return True

@@ -90,11 +90,18 @@ def step_message(
 
 def running(state: StepState, now: float, *, lost: bool = False) -> StepState:
     """A step's state once dispatched again: running, in its next generation."""
-    return attrs.evolve(
-        state,
+    # Built field by field rather than with attrs.evolve (one per dispatched step).
+    return StepState(
+        id=state.id,
         status=StepStatus.RUNNING,
         generation=state.generation + 1,
+        held=state.held,
+        held_at=state.held_at,
+        released_before=state.released_before,
+        released_after=state.released_after,
         dispatched_at=now,
+        finished_at=state.finished_at,
+        error=state.error,
         lost=state.lost + (1 if lost else 0),
     )
 

@@ -264,7 +264,18 @@ def merge(
     ``base``: ``spec_fields(spec)``, when the caller has it."""
     fields = dict(base) if base is not None else spec_fields(spec)
     if state is not None:
-        fields.update((name, getattr(state, name)) for name in _STATE_FIELDS)
+        fields.update(
+            status=state.status,
+            generation=state.generation,
+            held=state.held,
+            held_at=state.held_at,
+            released_before=state.released_before,
+            released_after=state.released_after,
+            dispatched_at=state.dispatched_at,
+            finished_at=state.finished_at,
+            error=state.error,
+            lost=state.lost,
+        )
     status = fields.get("status", StepStatus.PENDING)
     if outcome is not None and not (status.terminal and state_first):
         fields.update(
@@ -444,6 +455,47 @@ def _unstructure_ref(ref: ArgRef) -> dict[str, Any]:
     return data
 
 
+def _not_serializable(value: object) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _unstructure_error(error: StepError | None) -> dict[str, str] | None:
+    return None if error is None else {"kind": error.kind, "message": error.message}
+
+
+def _unstructure_state(state: StepState) -> dict[str, Any]:
+    """A `StepState` as JSON (what cattrs would write, without its generic dispatch: the
+    scheduler writes one per dispatch)."""
+    return {
+        "id": state.id,
+        "status": state.status.value,
+        "generation": state.generation,
+        "held": state.held,
+        "held_at": state.held_at,
+        "released_before": state.released_before,
+        "released_after": state.released_after,
+        "dispatched_at": state.dispatched_at,
+        "finished_at": state.finished_at,
+        "error": _unstructure_error(state.error),
+        "lost": state.lost,
+    }
+
+
+def _unstructure_outcome(outcome: StepOutcome) -> dict[str, Any]:
+    """A `StepOutcome` as JSON (as cattrs would write it; a worker writes one per step)."""
+    return {
+        "step": outcome.step,
+        "task": outcome.task,
+        "status": outcome.status.value,
+        "generation": outcome.generation,
+        "attempts": outcome.attempts,
+        "result": outcome.result,
+        "error": _unstructure_error(outcome.error),
+        "worker": outcome.worker,
+        "finished_at": outcome.finished_at,
+    }
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected a string, got {value!r}")
@@ -453,12 +505,29 @@ def _text(value: Any) -> str:
 converter.register_structure_hook(StepSpec, _structure_spec)
 # Exactly StepSpec: its subclass StepInfo (what readers get) unstructures with every field.
 converter.register_unstructure_hook_func(lambda cls: cls is StepSpec, _unstructure_spec)
+converter.register_unstructure_hook_func(lambda cls: cls is StepState, _unstructure_state)
+converter.register_unstructure_hook_func(lambda cls: cls is StepOutcome, _unstructure_outcome)
+
+
+# One compact encoder for every record (``json.dumps`` with options builds a new one per
+# call); the C encoder where there is one, without circular-reference markers: records are
+# trees the converter has just built.
+_c_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+if _c_encoder is not None:
+    _c_encoder = _c_encoder(
+        None, _not_serializable, json.encoder.encode_basestring, None, ":", ",", False, False, True
+    )
+
+
+def dumps(document: Any) -> bytes:
+    """Compact JSON bytes of a JSON document (dicts, lists, strings, numbers, None)."""
+    if _c_encoder is None:  # pragma: no cover - a Python without the C accelerator
+        return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    return "".join(_c_encoder(document, 0)).encode()
 
 
 def encode(record: object) -> bytes:
-    return json.dumps(
-        converter.unstructure(record), separators=(",", ":"), ensure_ascii=False
-    ).encode()
+    return dumps(converter.unstructure(record))
 
 
 _TYPES: dict[str, type[Any]] = {

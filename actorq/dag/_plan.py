@@ -21,7 +21,6 @@ The rules (ebind's, as trio actors would keep them):
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -33,6 +32,7 @@ from ._model import (
     SignalInfo,
     StepInfo,
     StepStatus,
+    dumps,
 )
 
 if TYPE_CHECKING:
@@ -246,7 +246,7 @@ def payload_of(view: RunView, step: StepInfo) -> bytes:
                 state = upstream.status if upstream is not None else "missing"
                 raise NotResolvable(f"step {step.id!r}: upstream {ref.step!r} is {state}")
         document = _put(document, ref.path, value)
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    return dumps(document)
 
 
 def _put(document: Any, path: tuple[str | int, ...], value: Any) -> Any:
