@@ -67,17 +67,20 @@ class BridgeStatistics:
 
 
 class Answer:
-    """The one answer a trio task waits for in `Bridge.answer`; loop-side code sends it."""
+    """The one answer a trio task waits for in `Bridge.answer`, or that a callback receives
+    (`Bridge.notice`); loop-side code sends it."""
 
-    __slots__ = ("abandoned", "task", "_post", "_resolve")
+    __slots__ = ("abandoned", "task", "callback", "_post", "_resolve")
 
     def __init__(
         self,
-        task: trio.lowlevel.Task,
+        task: trio.lowlevel.Task | None,
         post: Callable[..., None],
         resolve: Callable[[Answer, BaseException | None, Any], None],
+        callback: Callable[[BaseException | None], None] | None = None,
     ) -> None:
         self.task = task
+        self.callback = callback
         self.abandoned = False
         self._post = post
         self._resolve = resolve
@@ -243,6 +246,19 @@ class Bridge:
 
         return await trio.lowlevel.wait_task_rescheduled(abort)
 
+    def notice(self, callback: Callable[[BaseException | None], None]) -> Answer:
+        """An `Answer` that nobody awaits: loop-side code's ``send`` or ``fail`` calls
+        ``callback(None)`` or ``callback(error)`` on the trio thread instead.
+
+        The callback runs exactly once: if the Bridge stops first, with `NotConnected`. It
+        runs in trio's system context, between tasks, so it must be quick and not block; an
+        exception it raises is logged.
+        """
+        self._live_side()
+        answer = Answer(None, self._post, self._resolve, callback)
+        self._waiting.add(answer)
+        return answer
+
     def cast(self, fn: Callable[..., None], *args: Any) -> None:
         """Run ``fn(*args)`` (a plain function) on the loop thread soon; do not wait.
 
@@ -302,6 +318,13 @@ class Bridge:
             return
         call.abandoned = True
         self._waiting.discard(call)
+        if call.task is None:  # a notice
+            assert type(call) is Answer and call.callback is not None
+            try:
+                call.callback(error)
+            except BaseException:  # noqa: BLE001 - runs between trio tasks: never raise there
+                logger.exception("bridge notice %r failed", call.callback)
+            return
         result = outcome.Error(error) if error is not None else outcome.Value(value)
         trio.lowlevel.reschedule(call.task, result)  # type: ignore[arg-type]
 

@@ -31,11 +31,20 @@ from ._jetstream_admin import Admin
 from ._jetstream_kv import Kv, Watch
 from ._jetstream_pull import PullState
 from ._jetstream_streams import EventStream, PullSubscription
-from ._jetstream_wire import ACK, NAK, PROGRESS, TERM, CoreSubscription, Wire, nak_body
+from ._jetstream_wire import (
+    ACK,
+    NAK,
+    PROGRESS,
+    TERM,
+    CoreSubscription,
+    SettleAfterPublish,
+    Wire,
+    nak_body,
+)
 from ._subjects import check_bucket, check_filter, check_key, check_literal, check_name
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Callable, Sequence
 
     from trio_util import AsyncValue
 
@@ -142,7 +151,7 @@ class JetStreamBroker:
         result: PubAck = await self._bridge.answer(self._submit_publish, message)
         return result
 
-    def _submit_publish(self, answer: Answer, message: Message) -> None:
+    def _submit_publish(self, answer: Answer | SettleAfterPublish, message: Message) -> None:
         # The publish lane: one cast carries every publish queued until the loop gets to it.
         lane = self._publishes
         lane.items.append((message, answer))
@@ -153,6 +162,20 @@ class JetStreamBroker:
             except BaseException:
                 lane.scheduled = False
                 raise
+
+    def publish_then_settle(
+        self,
+        message: Message,
+        delivery: Delivery,
+        done: Callable[[BaseException | None], None],
+        *,
+        retry_delay: float,
+    ) -> None:
+        """Publish ``message`` on the publish lane; its PubAck acks (or naks) ``delivery`` on
+        the loop thread, and ``done`` follows on trio's (see `Broker.publish_then_settle`)."""
+        notice = self._bridge.notice(done)
+        nak = nak_body(retry_delay) if retry_delay else NAK
+        self._submit_publish(SettleAfterPublish(notice, self._wire, delivery.token, nak), message)
 
     async def publish_many(self, messages: Sequence[Message]) -> list[PubAck | PublishFailed]:
         """Publish a batch with one window of outstanding PubAcks; one result per message."""

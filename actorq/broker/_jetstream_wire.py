@@ -201,8 +201,31 @@ class PublishLane:
     __slots__ = ("items", "scheduled")
 
     def __init__(self) -> None:
-        self.items: deque[tuple[Message, Answer]] = deque()
+        self.items: deque[tuple[Message, Answer | SettleAfterPublish]] = deque()
         self.scheduled = False
+
+
+class SettleAfterPublish:
+    """A lane publish whose PubAck settles a delivery right here on the loop thread (see
+    `Broker.publish_then_settle`): ack when stored or refused as `WrongLastSequence`, nak
+    otherwise; then the trio side hears of it through ``notice``."""
+
+    __slots__ = ("nak", "notice", "token", "wire")
+
+    def __init__(self, notice: Answer, wire: Wire, token: object, nak: bytes) -> None:
+        self.notice = notice
+        self.wire = wire
+        self.token = token
+        self.nak = nak
+
+    def send(self, value: object) -> None:
+        self.wire.reply(self.token, ACK)  # type: ignore[arg-type]
+        self.notice.send(None)
+
+    def fail(self, error: BaseException) -> None:
+        stored_before = isinstance(error, WrongLastSequence)
+        self.wire.reply(self.token, ACK if stored_before else self.nak)  # type: ignore[arg-type]
+        self.notice.fail(error)
 
 
 class _Batch:
@@ -229,12 +252,11 @@ class _Batch:
 class _Single:
     """A publish from the `PublishLane` waiting for its PubAck."""
 
-    __slots__ = ("answer", "deadline", "topic")
+    __slots__ = ("answer", "topic")
 
-    def __init__(self, topic: str, answer: Answer, deadline: float) -> None:
+    def __init__(self, topic: str, answer: Answer | SettleAfterPublish) -> None:
         self.topic = topic
         self.answer = answer
-        self.deadline = deadline
 
     def subject(self, index: int) -> str:
         return self.topic
@@ -265,7 +287,10 @@ class Wire:
         self._window_waiters: list[asyncio.Future[None]] = []
         self._lane_blocked = False
         """The publish lane waits for room in the window."""
-        self._singles: deque[tuple[str, _Single]] = deque()
+        # Tokens and deadlines only: the publishes themselves live in `_pending` alone, so an
+        # answered one is freed at once rather than kept for the sweeper (which would push
+        # thousands of objects a second into the collector's old generations).
+        self._singles: deque[tuple[str, float]] = deque()
         """Lane publishes in the order they were written, for their timeouts."""
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_interval = min(1.0, ack_timeout / 4)
@@ -402,9 +427,8 @@ class Wire:
             except Exception as exc:  # noqa: BLE001 - reported to the caller
                 answer.fail(_publish_error(subject, exc))
                 continue
-            single = _Single(subject, answer, deadline)
-            pending[token] = (single, 0)
-            singles.append((token, single))
+            pending[token] = (_Single(subject, answer), 0)
+            singles.append((token, deadline))
         if self._sweeper is None and singles:
             self._sweeper = self.side.loop.call_later(self._sweep_interval, self._sweep)
 
@@ -416,10 +440,10 @@ class Wire:
             self.drain_publishes()
 
     async def _publish_one(
-        self, message: Message, answer: Answer
+        self, message: Message, answer: Answer | SettleAfterPublish
     ) -> None:  # pragma: no cover - only without nats-py's buffer internals
         [result] = await self.publish_many([message])
-        _Single(message.subject, answer, 0.0).settle(0, result)
+        _Single(message.subject, answer).settle(0, result)
 
     def _sweep(self) -> None:
         """Forget answered lane publishes; fail those whose PubAck did not come within
@@ -429,15 +453,15 @@ class Wire:
         pending = self._pending
         now = self.side.loop.time()
         while singles:
-            token, single = singles[0]
+            token, deadline = singles[0]
             if token in pending:
-                if single.deadline > now:
+                if deadline > now:
                     break
-                del pending[token]
+                single = pending.pop(token)[0]
                 single.settle(
                     0,
                     PublishFailed(
-                        f"publish to {single.topic!r}: no PubAck from the server within "
+                        f"publish to {single.subject(0)!r}: no PubAck from the server within "
                         f"{self.ack_timeout:g}s"
                     ),
                 )
@@ -451,6 +475,13 @@ class Wire:
         await self.nc.publish(message.subject, message.data, headers=dict(message.headers) or None)
 
     # --- acks and other fire-and-forget publishes -------------------------------------
+
+    def reply(self, subject: str, body: bytes) -> None:
+        """Loop thread: write one ack-like reply now (queued by nats-py while reconnecting)."""
+        if self.writer.usable and not self.nc.is_closed:
+            self.writer.write(reply_command(subject, body))
+        else:  # pragma: no cover - without nats-py's buffer internals, or closed
+            self.queue_publish(subject, body)
 
     def drain_replies(self) -> None:
         """Cast from trio: write every queued ``(subject, body)``."""

@@ -22,7 +22,7 @@ import attrs
 import trio
 from trio_util import AsyncValue
 
-from .._errors import NotConnected, NotFound, PublishFailed
+from .._errors import NotConnected, NotFound, PublishFailed, WrongLastSequence
 from . import _subjects
 from ._memory_config import check_consumer, check_stream, check_stream_update
 from ._memory_consumer import AckToken, MemConsumer, PullRequest
@@ -294,6 +294,29 @@ class MemoryBroker(MemoryKv):
                 results.append(exc)
         await trio.lowlevel.checkpoint()
         return results
+
+    def publish_then_settle(
+        self,
+        message: Message,
+        delivery: Delivery,
+        done: Callable[[BaseException | None], None],
+        *,
+        retry_delay: float,
+    ) -> None:
+        """Publish and settle at once (see `Broker.publish_then_settle`); ``done`` runs before
+        this returns."""
+        error: BaseException | None = None
+        try:
+            self._ready()
+            self._publish(message)
+        except WrongLastSequence as exc:
+            error = exc
+        except (PublishFailed, NotConnected) as exc:
+            self._reply(delivery, lambda consumer, seq: consumer.nak(seq, retry_delay))
+            done(exc)
+            return
+        self._reply(delivery, MemConsumer.ack)
+        done(error)
 
     async def publish_core(self, message: Message) -> None:
         self._ready()

@@ -14,7 +14,7 @@ Every value crossing this boundary is an actorq attrs value; no nats-py object l
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -341,6 +341,27 @@ class Broker(Protocol):
     async def publish_core(self, message: Message) -> None:
         """Fire-and-forget publish without a stored ack (still stored if a stream listens)."""
 
+    def publish_then_settle(
+        self,
+        message: Message,
+        delivery: Delivery,
+        done: Callable[[BaseException | None], None],
+        *,
+        retry_delay: float,
+    ) -> None:
+        """Publish ``message`` and settle ``delivery`` by how that went, without waiting.
+
+        ``delivery`` is acked once the message is stored, or once it is refused with
+        `WrongLastSequence` (the subject already holds what an expected-last-sequence header
+        protects, such as a task's first outcome); on any other failure it is naked for
+        redelivery after ``retry_delay`` seconds. Then ``done`` runs on the trio thread with
+        None, that `WrongLastSequence`, or the error. ``done`` runs exactly once, possibly
+        before this returns, between trio tasks: it must be quick and must not raise.
+
+        A worker settles a finished task this way: the result's PubAck and the ack meet on
+        the transport's side, and no task waits for the server in between.
+        """
+
     def subscribe(self, subject: str) -> AbstractAsyncContextManager[AsyncIterator[CoreMessage]]:
         """Receive every message published to ``subject`` (wildcards allowed) from now on."""
 
@@ -430,4 +451,3 @@ class Broker(Protocol):
     ) -> AbstractAsyncContextManager[AsyncIterator[WatchEvent]]:
         """Existing values (the latest per key, or all revisions with history), then `CaughtUp`,
         then live changes, deletes and purges included."""
-

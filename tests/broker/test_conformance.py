@@ -25,6 +25,7 @@ from actorq.broker import (
     CaughtUp,
     ConnectionState,
     ConsumerConfig,
+    Delivery,
     KvConfig,
     KvEntry,
     KvOperation,
@@ -218,6 +219,88 @@ async def test_nak_with_delay_is_not_redelivered_before_the_delay(
         await broker.nak(delivery, delay=1.0)
         assert await broker.fetch(stream, "workers", 1, expires=0.5) == []
         again = await fetch_one(broker, stream, expires=5.0)
+    assert trio.current_time() - naked_at >= 0.9
+    assert again.num_delivered == 2
+
+
+async def _settle_after_publish(
+    broker: Broker, delivery: Delivery, message: Message, retry_delay: float = 1.0
+) -> BaseException | None:
+    """`publish_then_settle` and wait for its ``done``."""
+    outcomes: list[BaseException | None] = []
+    done = trio.Event()
+
+    def settled(error: BaseException | None) -> None:
+        outcomes.append(error)
+        done.set()
+
+    broker.publish_then_settle(message, delivery, settled, retry_delay=retry_delay)
+    await done.wait()
+    assert len(outcomes) == 1
+    return outcomes[0]
+
+
+async def outcome_stream(broker: Broker, namespace: str) -> str:
+    prefix = names(namespace)[1]
+    await broker.ensure_stream(
+        StreamConfig(name=f"{namespace.upper()}_OUT", subjects=(f"{prefix}.out.>",))
+    )
+    return prefix
+
+
+async def test_publish_then_settle_acks_once_the_message_is_stored(
+    broker: Broker, namespace: str
+) -> None:
+    stream, prefix = await work_stream(broker, namespace)
+    await outcome_stream(broker, namespace)
+    await broker.publish(Message(f"{prefix}.task.a", b"x"))
+    with trio.fail_after(10):
+        delivery = await fetch_one(broker, stream)
+        first = {EXPECTED_LAST_SUBJECT_SEQUENCE: "0"}
+        error = await _settle_after_publish(
+            broker, delivery, Message(f"{prefix}.out.a", b"result", first)
+        )
+        while (await broker.stream_info(stream)).messages:
+            await trio.sleep(0.01)
+        stored = await broker.get_last(f"{namespace.upper()}_OUT", f"{prefix}.out.a")
+    assert error is None
+    assert stored is not None and stored.data == b"result"
+
+
+async def test_publish_then_settle_acks_when_an_outcome_is_stored_already(
+    broker: Broker, namespace: str
+) -> None:
+    stream, prefix = await work_stream(broker, namespace)
+    await outcome_stream(broker, namespace)
+    first = {EXPECTED_LAST_SUBJECT_SEQUENCE: "0"}
+    await broker.publish(Message(f"{prefix}.out.a", b"earlier", first))
+    await broker.publish(Message(f"{prefix}.task.a", b"x"))
+    with trio.fail_after(10):
+        delivery = await fetch_one(broker, stream)
+        error = await _settle_after_publish(
+            broker, delivery, Message(f"{prefix}.out.a", b"later", first)
+        )
+        while (await broker.stream_info(stream)).messages:
+            await trio.sleep(0.01)
+        stored = await broker.get_last(f"{namespace.upper()}_OUT", f"{prefix}.out.a")
+    assert isinstance(error, WrongLastSequence)
+    assert stored is not None and stored.data == b"earlier"
+
+
+async def test_publish_then_settle_naks_with_the_delay_when_nothing_is_stored(
+    broker: Broker, namespace: str
+) -> None:
+    stream, prefix = await work_stream(broker, namespace)
+    await broker.publish(Message(f"{prefix}.task.a", b"x"))
+    with trio.fail_after(10):
+        delivery = await fetch_one(broker, stream)
+        naked_at = trio.current_time()
+        error = await _settle_after_publish(
+            broker, delivery, Message(f"{prefix}.nowhere.a", b"result"), retry_delay=1.0
+        )
+        assert await broker.fetch(stream, "workers", 1, expires=0.5) == []
+        again = await fetch_one(broker, stream, expires=5.0)
+    assert isinstance(error, PublishFailed)
     assert trio.current_time() - naked_at >= 0.9
     assert again.num_delivered == 2
 

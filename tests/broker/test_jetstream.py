@@ -94,6 +94,33 @@ async def test_cancelling_a_caller_cancels_the_asyncio_side(nats_url: str) -> No
                 await trio.sleep(0.01)
 
 
+async def test_a_notice_is_heard_once_and_a_stopping_bridge_fails_those_left(
+    nats_url: str,
+) -> None:
+    heard: list[BaseException | None] = []
+    first_heard = trio.Event()
+
+    def hear(error: BaseException | None) -> None:
+        heard.append(error)
+        first_heard.set()
+
+    async with open_bridge(nats_url) as bridge:
+        sent = bridge.notice(hear)
+        bridge.notice(hear)  # never answered
+
+        async def answer_twice() -> None:
+            sent.send(None)
+            sent.fail(RuntimeError("a second answer is ignored"))
+
+        with trio.fail_after(5):
+            await bridge.call(answer_twice)
+            await first_heard.wait()
+        assert heard == [None]
+        assert bridge.statistics().calls_waiting == 1
+    assert heard[0] is None and isinstance(heard[1], NotConnected)
+    assert len(heard) == 2
+
+
 async def test_a_cancelled_fetch_returns_at_once_and_the_broker_keeps_working(
     nats_url: str, namespace: str
 ) -> None:
