@@ -30,7 +30,7 @@ from ._middleware import Settled, chain_process, notify_settled
 from ._names import keyed_task_id
 from ._periodic import H_PERIODIC
 from ._retry import NoRetry, Retry, RetryPolicy, qualified_name
-from ._settle import ExecutionStatistics, Settler
+from ._settle import SETTLE_RETRY_DELAY, ExecutionStatistics, Settler
 from .broker import KvConfig
 from .kv._ratelimit import RateLimiter
 from ._wire import (
@@ -55,8 +55,6 @@ logger = logging.getLogger("actorq.worker")
 
 MAX_TRACEBACK = 16 * 1024
 """Characters of a remote traceback kept in results and dead letters."""
-SETTLE_RETRY_DELAY = 1.0
-"""Seconds before a message whose outcome could not be stored is delivered again."""
 DEFER_DELAY = 1.0
 """Seconds a task waits for a busy concurrency key before it is tried again."""
 RATE_WAIT_IN_SLOT = 1.0
@@ -150,8 +148,12 @@ class Executor:
         self._on_end = on_end
         self.steps = steps
 
-    async def execute(self, delivery: Delivery) -> None:
+    async def execute(self, delivery: Delivery, finished: Callable[[], None] | None = None) -> bool:
         """Run one delivery to its end: ack, nak, schedule a retry, or dead-letter it.
+
+        With ``finished``, a success may be settled later (`Settler.succeed_later`): then this
+        returns True at once and ``finished()`` runs once the delivery is acked or naked; it
+        returns False when the delivery is settled already.
 
         Never raises `Exception` (a failure to settle leaves the message to be redelivered);
         `trio.Cancelled` (worker shutdown past its grace) naks the message for immediate
@@ -161,10 +163,11 @@ class Executor:
             envelope = parse_task_message(delivery.headers, delivery.data)
         except MalformedMessage as error:
             await self._settle_malformed(delivery, str(error))
-            return
+            return False
         self._on_start(delivery)
+        later = False
         try:
-            await self._execute(delivery, envelope)
+            later = await self._execute(delivery, envelope, finished)
         except trio.Cancelled:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await self.broker.nak(delivery)
@@ -178,7 +181,9 @@ class Executor:
             with trio.move_on_after(5):
                 await self.broker.nak(delivery, delay=SETTLE_RETRY_DELAY)
         finally:
-            self._on_end(delivery)
+            if not later:
+                self._on_end(delivery)
+        return later
 
     def _context(self, delivery: Delivery, envelope: TaskEnvelope, attempt: int) -> TaskContext:
         return TaskContext(
@@ -191,7 +196,9 @@ class Executor:
             enqueued_at=_datetime(envelope.enqueued_at) or dt.datetime.now(dt.UTC),
         )
 
-    async def _execute(self, delivery: Delivery, envelope: TaskEnvelope) -> None:
+    async def _execute(
+        self, delivery: Delivery, envelope: TaskEnvelope, finished: Callable[[], None] | None
+    ) -> bool:
         periodic = delivery.headers.get(H_PERIODIC)
         if periodic is not None:
             # Every tick of a periodic schedule is its own task.
@@ -202,7 +209,7 @@ class Executor:
         context = self._context(delivery, envelope, attempt)
         if self.cancels.is_cancelled(envelope.id):
             await self._settle(delivery, envelope, context, Cancelled(), duration=0.0)
-            return
+            return False
         task = self.app.lookup(envelope.task)
         if task is None:
             policy = envelope.retry or self.app.default_retry
@@ -215,14 +222,14 @@ class Executor:
             )
             delay = policy.delay(attempt) if policy.allows_retry(attempt) else None
             await self._settle(delivery, envelope, context, Failed(error, delay), duration=0.0)
-            return
+            return False
         if envelope.deadline is not None and self.broker.now() >= envelope.deadline:
             error = ErrorInfo(
                 kind=Kind.DEADLINE,
                 message=f"deadline {_iso(envelope.deadline)} passed before the task could run",
             )
             await self._settle(delivery, envelope, context, Failed(error, None), duration=0.0)
-            return
+            return False
         if envelope.idempotency_key is not None:
             done = await self.idempotency.completed(envelope.id)
             if done is not None:
@@ -230,13 +237,13 @@ class Executor:
                 await self.broker.ack(delivery)
                 self.statistics.skipped += 1
                 notify_settled(self.app.middleware, context, Settled("skipped", 0.0))
-                return
+                return False
         try:
             args, kwargs = task.decode_arguments(envelope.payload)
         except (ValueError, TypeError) as decode_error:
             error = ErrorInfo(kind=Kind.DECODE, message=str(decode_error))
             await self._settle(delivery, envelope, context, Failed(error, None), duration=0.0)
-            return
+            return False
         if envelope.rate_limit is not None:
             limiter = self._rate_limiter(envelope.rate_limit)
             slot = envelope.rate_slot
@@ -251,19 +258,19 @@ class Executor:
                 extra = {H_RATE_SLOT: repr(slot)}
                 back = wait - RATE_WAIT_IN_SLOT / 2
                 await self.settler.defer(delivery, envelope, attempt, back, extra)
-                return
+                return False
             if wait > 0:
                 await trio.sleep(wait)
         if envelope.concurrency is None:
-            await self._run(delivery, envelope, task, context, args, kwargs)
-            return
+            return await self._run(delivery, envelope, task, context, args, kwargs, finished)
         limit, key = envelope.concurrency
         slot = await self.concurrency.try_acquire(key, limit)
         if slot is None:
             await self.settler.defer(delivery, envelope, attempt, DEFER_DELAY)
-            return
+            return False
         async with self.concurrency.held(slot):
             await self._run(delivery, envelope, task, context, args, kwargs)
+        return False
 
     def _rate_limiter(self, rate: str) -> RateLimiter:
         limiter = self._rate_limiters.get(rate)
@@ -282,18 +289,21 @@ class Executor:
         context: TaskContext,
         args: list[Any],
         kwargs: dict[str, Any],
-    ) -> None:
+        finished: Callable[[], None] | None = None,
+    ) -> bool:
+        """Run the handler and settle its outcome; True when the settling goes on after
+        (see `execute`)."""
         policy = envelope.retry or self.app.retry_policy(task)
         started = self.broker.now()
         timeout = _effective_timeout(
             envelope.timeout or task.settings.timeout, envelope.deadline, started
         )
-        finished = trio.Event()  # set when the handler (or its thread) has returned
+        thread_done = trio.Event()  # set when the handler (or its thread) has returned
         assert task.fn is not None
         if task.is_async:
             call: Callable[[], Any] = partial(task.fn, *args, **kwargs)
         else:
-            call = partial(self._in_thread, task.fn, args, kwargs, finished)
+            call = partial(self._in_thread, task.fn, args, kwargs, thread_done)
         handler = chain_process(self.app.middleware, context, call)
         set_current_task(context)
         outcome: Outcome
@@ -312,11 +322,12 @@ class Executor:
             retry = policy.allows_retry(context.attempt)
             outcome = Failed(info, policy.delay(context.attempt) if retry else None)
         if task.is_async:
-            finished.set()
+            thread_done.set()
         duration = self.broker.now() - started
-        if finished.is_set():
-            await self._settle(delivery, envelope, context, outcome, duration=duration)
-            return
+        if thread_done.is_set():
+            return await self._settle(
+                delivery, envelope, context, outcome, duration=duration, finished=finished
+            )
         # A thread cannot be cancelled: its outcome is settled now, but the slot stays taken
         # until the thread returns.
         self.statistics.overrunning_threads += 1
@@ -324,8 +335,9 @@ class Executor:
             await self._settle(delivery, envelope, context, outcome, duration=duration)
         finally:
             with trio.CancelScope(shield=True):
-                await finished.wait()
+                await thread_done.wait()
             self.statistics.overrunning_threads -= 1
+        return False
 
     async def _in_thread(
         self, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], finished: trio.Event
@@ -368,7 +380,9 @@ class Executor:
         outcome: Outcome,
         *,
         duration: float,
-    ) -> None:
+        finished: Callable[[], None] | None = None,
+    ) -> bool:
+        """Settle an outcome; with ``finished``, a success may be settled later (True)."""
         settler = self.settler
         attempt = context.attempt
         data = b""
@@ -383,8 +397,12 @@ class Executor:
         if isinstance(outcome, Succeeded):
             if envelope.idempotency_key is not None:
                 await self.idempotency.remember(envelope.id, data)
-            await settler.succeed(delivery, envelope, data)
             settled = Settled("succeeded", duration)
+            if finished is not None and settler.can_succeed_later(envelope):
+                done = partial(self._succeeded_later, delivery, context, settled, finished)
+                settler.succeed_later(delivery, envelope, data, done)
+                return True
+            await settler.succeed(delivery, envelope, data)
         elif isinstance(outcome, Cancelled):
             await settler.cancelled(delivery, envelope, attempt)
             error = ErrorInfo(kind=Kind.CANCELLED, message="cancelled")
@@ -396,6 +414,20 @@ class Executor:
             await settler.fail(delivery, envelope, attempt, outcome.error)
             settled = Settled("failed", duration, outcome.error)
         notify_settled(self.app.middleware, context, settled)
+        return False
+
+    def _succeeded_later(
+        self,
+        delivery: Delivery,
+        context: TaskContext,
+        settled: Settled,
+        finished: Callable[[], None],
+        acked: bool,
+    ) -> None:
+        self._on_end(delivery)
+        finished()
+        if acked:
+            notify_settled(self.app.middleware, context, settled)
 
     def _encode_result(
         self, envelope: TaskEnvelope, attempt: int, value: Any

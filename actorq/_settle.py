@@ -50,9 +50,14 @@ from .broker import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._names import Layout
 
 logger = logging.getLogger("actorq.worker")
+
+SETTLE_RETRY_DELAY = 1.0
+"""Seconds before a task whose outcome could not be stored is delivered again."""
 
 
 @attrs.define
@@ -114,23 +119,63 @@ class Settler:
         """Store an outcome unless the task already has one (the first outcome wins)."""
         if not envelope.publish_result:
             return  # kept elsewhere: a DAG step's outcome is in its run's state
-        headers = {H_ID: envelope.id, H_TASK: envelope.task, H_STATUS: status}
-        message = Message(self.layout.result_subject(envelope.id), data, headers)
+        message = self._result_message(envelope, data, status)
         if not envelope.store_result:
             await self.broker.publish_core(message)
             return
-        headers[EXPECTED_LAST_SUBJECT_SEQUENCE] = "0"
-        if envelope.result_ttl is not None:
-            headers[TTL] = f"{max(1, math.ceil(envelope.result_ttl))}s"
         try:
             await self.broker.publish(message)
         except WrongLastSequence:
             logger.debug("task %s already has an outcome; %s not stored", envelope.id, status)
 
+    def _result_message(self, envelope: TaskEnvelope, data: bytes, status: str) -> Message:
+        headers = {H_ID: envelope.id, H_TASK: envelope.task, H_STATUS: status}
+        if envelope.store_result:
+            headers[EXPECTED_LAST_SUBJECT_SEQUENCE] = "0"
+            if envelope.result_ttl is not None:
+                headers[TTL] = f"{max(1, math.ceil(envelope.result_ttl))}s"
+        return Message(self.layout.result_subject(envelope.id), data, headers)
+
     async def succeed(self, delivery: Delivery, envelope: TaskEnvelope, data: bytes) -> None:
         await self.publish_result(envelope, data, "succeeded")
         await self.broker.ack(delivery)
         self.statistics.succeeded += 1
+
+    @staticmethod
+    def can_succeed_later(envelope: TaskEnvelope) -> bool:
+        """Whether `succeed_later` applies: the outcome is a result stored in the results
+        stream (not a DAG step's, not a result only pushed to live awaiters)."""
+        return envelope.publish_result and envelope.store_result
+
+    def succeed_later(
+        self,
+        delivery: Delivery,
+        envelope: TaskEnvelope,
+        data: bytes,
+        done: Callable[[bool], None],
+    ) -> None:
+        """`succeed` without waiting for the server: the broker acks once the result is
+        stored (or the task had an outcome already) and naks for another try after
+        ``retry_delay`` if it cannot be stored. ``done(acked)`` runs after, on the trio
+        thread, between tasks."""
+        message = self._result_message(envelope, data, "succeeded")
+
+        def settled(error: BaseException | None) -> None:
+            if error is not None and not isinstance(error, WrongLastSequence):
+                logger.error(
+                    "task %s (%s): could not store its result (%s); it will be delivered again",
+                    envelope.task,
+                    envelope.id,
+                    error,
+                )
+                done(False)
+                return
+            if error is not None:
+                logger.debug("task %s already has an outcome; succeeded not stored", envelope.id)
+            self.statistics.succeeded += 1
+            done(True)
+
+        self.broker.publish_then_settle(message, delivery, settled, retry_delay=SETTLE_RETRY_DELAY)
 
     async def cancelled(self, delivery: Delivery, envelope: TaskEnvelope, attempt: int) -> None:
         record = self.record(envelope, attempt, "cancelled")

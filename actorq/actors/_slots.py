@@ -96,7 +96,9 @@ class SlotCredits:
 
     def _next_waiter(self) -> _Waiter:
         priorities = {waiter.priority for waiter in self._waiters}
-        lowest_turn = len(priorities) > 1 and self._grants % STARVATION_BREAK == STARVATION_BREAK - 1
+        lowest_turn = (
+            len(priorities) > 1 and self._grants % STARVATION_BREAK == STARVATION_BREAK - 1
+        )
         chosen = min(priorities) if lowest_turn else max(priorities)
         return next(waiter for waiter in self._waiters if waiter.priority == chosen)
 
@@ -123,12 +125,18 @@ class SlotPool:
 
     Idle slots wait in a parking lot and `submit` wakes one: on the hot path a slot takes its
     next delivery without a channel or a cancel scope per task.
+
+    ``execute(delivery, finished)`` runs a delivery and returns whether its settling goes on
+    after it returned (the ack waiting for the server to store the result): then it calls
+    ``finished()`` once the delivery is acked or naked, and until then the delivery keeps its
+    credit and counts as busy, though its slot runs the next one. So the worker never holds
+    more unsettled messages than it has slots, and a drain waits for every ack.
     """
 
     def __init__(
         self,
         credits: SlotCredits,
-        execute: Callable[[Delivery], Awaitable[None]],
+        execute: Callable[[Delivery, Callable[[], None]], Awaitable[bool]],
         give_back: Callable[[Delivery], Awaitable[None]],
     ) -> None:
         self.credits = credits
@@ -147,7 +155,9 @@ class SlotPool:
     def statistics(self) -> SlotStatistics:
         return SlotStatistics(self.credits.total, self.busy.value, self.credits.free.value)
 
-    async def run(self, *, task_status: trio.TaskStatus[SlotPool] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[SlotPool] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         stop = current_stop_signal()
         self._stopping = False
 
@@ -164,6 +174,11 @@ class SlotPool:
         # Handed in but never started: give them back for immediate redelivery elsewhere.
         while self._queue:
             await self._give_back(self._queue.popleft())
+        await self.busy.wait_value(0)  # the last acks on their way
+
+    def _finished(self) -> None:
+        self.busy.value -= 1
+        self.credits.release()
 
     async def _slot(self) -> None:
         # Once a stop is requested a slot starts nothing new: it finishes what it runs; what
@@ -182,8 +197,9 @@ class SlotPool:
                 return
             delivery = queue.popleft()
             busy.value += 1
+            later = False
             try:
-                await self._execute(delivery)
+                later = await self._execute(delivery, self._finished)
             finally:
-                busy.value -= 1
-                self.credits.release()
+                if not later:
+                    self._finished()
