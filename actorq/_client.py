@@ -145,6 +145,7 @@ class Client(CoordinationApi, DagApi):
         self.url = url
         """The broker URL this client is connected to."""
         self._router = router
+        self._cancel_task = self._cancel  # bound once: every handle holds it
         self._outbox = outbox
         self._origin = origin
         self._overflow = overflow
@@ -291,7 +292,7 @@ class Client(CoordinationApi, DagApi):
         self, task_id: str, task: str, return_type: Any, *, again: bool = False
     ) -> TaskHandle[Any]:
         pending = self._router.expect(task_id, again=again)
-        return TaskHandle(self._router, pending, task, return_type, cancel=self._cancel)
+        return TaskHandle(self._router, pending, task, return_type, cancel=self._cancel_task)
 
     async def _dispatch(self, call: BoundCall[Any], task_id: str, now: float) -> Message | None:
         """The call's message after the app's dispatch middleware; None if one dropped it."""

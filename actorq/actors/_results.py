@@ -32,14 +32,24 @@ class PendingResult:
 
     task_id: str
     record: ResultRecord | None = None
-    arrived: trio.Event = attrs.field(factory=trio.Event)
     epoch: int = 0
     """The router's connection epoch when the result was last known not to be missed."""
+    _arrived: trio.Event | None = attrs.field(default=None, init=False)
+    """Made only when someone waits before the result is there (most results of a batch
+    arrive before their handle is awaited)."""
 
     def resolve(self, record: ResultRecord) -> None:
         if self.record is None:
             self.record = record
-            self.arrived.set()
+            if self._arrived is not None:
+                self._arrived.set()
+
+    async def arrival(self) -> None:
+        """Wait until the record is there."""
+        if self.record is None:
+            if self._arrived is None:
+                self._arrived = trio.Event()
+            await self._arrived.wait()
 
 
 class ResultRouter:
@@ -81,7 +91,9 @@ class ResultRouter:
     def is_own(self, task_id: str) -> bool:
         return task_origin(task_id) == self.origin
 
-    async def run(self, *, task_status: trio.TaskStatus[ResultRouter] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[ResultRouter] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         subject = self.layout.result_origin_subjects(self.origin)
         async with self.broker.subscribe(subject) as messages, trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_reconnects)
@@ -124,7 +136,7 @@ class ResultRouter:
         if self.is_own(pending.task_id):
             if pending.epoch != self.epoch:
                 await self.fetch_stored(pending)
-            await pending.arrived.wait()
+            await pending.arrival()
         else:
             # Another client's task: its results do not come through our subscription, so
             # listen on its own subject for as long as we wait (subscribe first, then read the
@@ -138,7 +150,7 @@ class ResultRouter:
 
                 nursery.start_soon(listen)
                 await self.fetch_stored(pending)
-                await pending.arrived.wait()
+                await pending.arrival()
                 nursery.cancel_scope.cancel()
         assert pending.record is not None
         return pending.record
@@ -148,4 +160,3 @@ class ResultRouter:
             pending.resolve(decode_result(message.data))
         except Exception as error:
             logger.error("undecodable result on %s: %s", message.subject, error)
-
