@@ -15,6 +15,7 @@ the lease keeper goes last so in-flight tasks keep their leases while they finis
 
 from __future__ import annotations
 
+import gc
 import os
 import secrets
 import socket
@@ -80,6 +81,12 @@ class Worker:
             ``concurrency``).
         dags: Every worker runs DAG steps; True (default) also makes it a candidate for the
             app's DAG scheduler, False does not; a `DagSettings` tunes it.
+        freeze_gc: When the worker starts taking work, move every object alive by then (the
+            modules, the app, the connection) out of the garbage collector's sight
+            (`gc.freeze`), so the full collections that a busy worker triggers scan only what
+            tasks create: measured, they otherwise cost ~45 ms each and ~10 % of a busy
+            worker's CPU, and show as latency spikes. Objects frozen this way are never
+            collected as cyclic garbage; pass False to keep the collector as it is.
     """
 
     def __init__(
@@ -94,6 +101,7 @@ class Worker:
         nak_threshold: float = 10.0,
         thread_limit: int | None = None,
         dags: bool | DagSettings = True,
+        freeze_gc: bool = True,
     ) -> None:
         if isinstance(queues, str):
             queues = (queues,)
@@ -111,6 +119,7 @@ class Worker:
         if ack_wait <= 0 or shutdown_grace < 0:
             raise ValueError("ack_wait must be positive and shutdown_grace not negative")
         self.concurrency = concurrency
+        self.freeze_gc = freeze_gc
         self.ack_wait = ack_wait
         self.max_ack_pending = max_ack_pending
         self.shutdown_grace = shutdown_grace
@@ -218,6 +227,8 @@ class Worker:
 
                 await nursery.start(supervise)
                 nursery.start_soon(self._follow_connection)
+                if self.freeze_gc:
+                    gc.freeze()
                 task_status.started(self)
         finally:
             self.ready.value = False

@@ -30,11 +30,14 @@ if TYPE_CHECKING:
 async def running_worker(client: Client, **options: Any) -> AsyncIterator[Worker]:
     """A `Worker` of ``client`` running for the duration of the block, then stopped gracefully.
 
-    ``options`` are `Worker`'s (``concurrency``, ``queues``, ``ack_wait``, ...)::
+    ``options`` are `Worker`'s (``concurrency``, ``queues``, ``ack_wait``, ...); unlike a
+    production worker it leaves the garbage collector alone (``freeze_gc=False``), since a
+    test process starts many workers::
 
         async with actorq.connect(app, "memory://test") as client, running_worker(client):
             assert await client.call(add, 1, 2) == 3
     """
+    options.setdefault("freeze_gc", False)
     worker = Worker(client, **options)
     async with trio.open_nursery() as nursery:
         await nursery.start(worker.run)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import trio
 import trio.testing
@@ -240,3 +242,18 @@ async def test_a_worker_pauses_while_disconnected_and_resumes(
         await worker.ready.wait_value(True)
         assert await client.call(tick) is None
     assert len(ran) == 3
+
+
+async def test_a_worker_moves_what_is_alive_at_its_start_out_of_the_collector_s_way(
+    memory_url: str, namespace: str
+) -> None:
+    app = actorq.App(namespace)
+    gc.unfreeze()
+    try:
+        async with actorq.connect(app, memory_url) as client:
+            async with running_worker(client):  # tests leave the collector alone
+                assert gc.get_freeze_count() == 0
+            async with running_worker(client, freeze_gc=True):
+                assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
