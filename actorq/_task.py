@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 import attrs
@@ -38,6 +38,21 @@ class Task(Generic[P, R]):
     signature: inspect.Signature | None = attrs.field(default=None, repr=False)
     hints: dict[str, Any] = attrs.field(factory=dict, repr=False)
     is_async: bool = False
+    _positional: tuple[str, ...] | None = attrs.field(init=False, repr=False)
+    """The parameter names when every parameter is a plain one: a call passing exactly those,
+    positionally, needs no `inspect.Signature.bind` (the common case, on both sides)."""
+
+    def __attrs_post_init__(self) -> None:
+        parameters = self.signature.parameters.values() if self.signature is not None else None
+        plain = parameters is not None and all(
+            parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for parameter in parameters
+        )
+        names = tuple(self.signature.parameters) if plain and self.signature else None
+        object.__setattr__(self, "_positional", names)
+
+    def _binds_positionally(self, args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
+        names = self._positional
+        return names is not None and not kwargs and len(args) == len(names)
 
     @property
     def return_type(self) -> Any:
@@ -76,7 +91,11 @@ class Task(Generic[P, R]):
         Raises `TypeError` before anything is published: wrong count, unknown keyword, a value
         that does not fit its annotation, or a value that cannot be encoded as JSON.
         """
-        if self.signature is not None:
+        if self._binds_positionally(args, kwargs):
+            assert self._positional is not None
+            for name, value in zip(self._positional, args, strict=True):
+                self._check_argument(name, value)
+        elif self.signature is not None:
             try:
                 bound = self.signature.bind(*args, **kwargs)
             except TypeError as error:
@@ -117,11 +136,20 @@ class Task(Generic[P, R]):
             or not isinstance(document.get("args", []), list)
             or not isinstance(document.get("kwargs", {}), dict)
         ):
-            raise ValueError("payload must be a JSON object with 'args' (list) and 'kwargs' (object)")
+            raise ValueError(
+                "payload must be a JSON object with 'args' (list) and 'kwargs' (object)"
+            )
         args: list[Any] = document.get("args", [])
         kwargs: dict[str, Any] = document.get("kwargs", {})
         if self.signature is None:
             return args, kwargs
+        if self._binds_positionally(args, kwargs):
+            assert self._positional is not None
+            names = self._positional
+            return [
+                self._structure_argument(name, value)
+                for name, value in zip(names, args, strict=True)
+            ], {}
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as error:

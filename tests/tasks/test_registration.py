@@ -173,6 +173,19 @@ def test_worker_side_decoding_names_bad_payloads() -> None:
         distance.decode_arguments(b'{"args": [{"x": "nope"}]}')
 
 
+def test_a_call_with_every_plain_parameter_in_order_binds_like_any_other() -> None:
+    # Positional calls of plain parameters skip `Signature.bind`; nothing else may change.
+    assert payload(add.encode_arguments((1, 2), {})) == {"args": [1, 2], "kwargs": {}}
+    assert add.decode_arguments(b'{"args": [1, 2], "kwargs": {}}') == ([1, 2], {})
+    assert add.decode_arguments(b'{"args": [1], "kwargs": {"y": 2}}') == ([1, 2], {})
+    with pytest.raises(TypeError, match=r"add\(\): argument 'y' expected int, got str"):
+        add.encode_arguments((1, "2"), {})
+    with pytest.raises(TypeError, match=r"add\(\): argument 'y'"):
+        add.decode_arguments(b'{"args": [1, {"not": "an int"}]}')
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        add.decode_arguments(b'{"args": [1, 2, 3]}')
+
+
 def test_remote_tasks_are_not_checked_locally() -> None:
     ref = remote_task("media.resize", queue="media", returns=str)
     assert ref.queue == "media"
