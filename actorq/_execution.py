@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from ._app import App
     from ._task import Task
     from .actors._cancel import CancelWatch
-    from .broker import Broker, Delivery
+    from .broker import Broker, Delivery, Message
 
 logger = logging.getLogger("actorq.worker")
 
@@ -106,6 +106,10 @@ class StepHook(Protocol):
 
     async def settle(self, envelope: TaskEnvelope, attempt: int, outcome: Outcome) -> None:
         """Record the outcome in the step's run; raising leaves the message to come again."""
+
+    def success_message(self, envelope: TaskEnvelope, attempt: int, value: Any) -> Message | None:
+        """The publish recording a success (first outcome wins), to settle the message by its
+        PubAck; None to record it through `settle`."""
 
 
 class Executor:
@@ -390,19 +394,25 @@ class Executor:
             data, problem = self._encode_result(envelope, attempt, outcome.value)
             if problem is not None:
                 outcome = Failed(problem, None)
-        if self.steps is not None and self.steps.is_step(envelope):
+        steps = self.steps if self.steps is not None and self.steps.is_step(envelope) else None
+        if isinstance(outcome, Succeeded) and finished is not None:
+            message = self._success_message(steps, envelope, attempt, outcome.value, data)
+            if message is not None:
+                if envelope.idempotency_key is not None:
+                    await self.idempotency.remember(envelope.id, data)
+                settled = Settled("succeeded", duration)
+                done = partial(self._succeeded_later, delivery, context, settled, finished)
+                settler.succeed_later(delivery, envelope, message, done)
+                return True
+        if steps is not None:
             # A DAG step's outcome goes to its run's state before the message is settled: if
             # that write fails this raises, and `execute` naks the message (it comes again).
-            await self.steps.settle(envelope, attempt, outcome)
+            await steps.settle(envelope, attempt, outcome)
         if isinstance(outcome, Succeeded):
             if envelope.idempotency_key is not None:
                 await self.idempotency.remember(envelope.id, data)
-            settled = Settled("succeeded", duration)
-            if finished is not None and settler.can_succeed_later(envelope):
-                done = partial(self._succeeded_later, delivery, context, settled, finished)
-                settler.succeed_later(delivery, envelope, data, done)
-                return True
             await settler.succeed(delivery, envelope, data)
+            settled = Settled("succeeded", duration)
         elif isinstance(outcome, Cancelled):
             await settler.cancelled(delivery, envelope, attempt)
             error = ErrorInfo(kind=Kind.CANCELLED, message="cancelled")
@@ -415,6 +425,25 @@ class Executor:
             settled = Settled("failed", duration, outcome.error)
         notify_settled(self.app.middleware, context, settled)
         return False
+
+    def _success_message(
+        self,
+        steps: StepHook | None,
+        envelope: TaskEnvelope,
+        attempt: int,
+        value: Any,
+        data: bytes,
+    ) -> Message | None:
+        """The publish that records a success, when the delivery may be settled by its PubAck:
+        a stored result, or a DAG step's outcome. (Not a step with an idempotency key: its
+        key would be remembered before its outcome is recorded.)"""
+        if steps is not None:
+            if envelope.idempotency_key is not None:
+                return None
+            return steps.success_message(envelope, attempt, value)
+        if not self.settler.can_succeed_later(envelope):
+            return None
+        return self.settler.result_message(envelope, data)
 
     def _succeeded_later(
         self,

@@ -119,7 +119,7 @@ class Settler:
         """Store an outcome unless the task already has one (the first outcome wins)."""
         if not envelope.publish_result:
             return  # kept elsewhere: a DAG step's outcome is in its run's state
-        message = self._result_message(envelope, data, status)
+        message = self.result_message(envelope, data, status)
         if not envelope.store_result:
             await self.broker.publish_core(message)
             return
@@ -128,7 +128,10 @@ class Settler:
         except WrongLastSequence:
             logger.debug("task %s already has an outcome; %s not stored", envelope.id, status)
 
-    def _result_message(self, envelope: TaskEnvelope, data: bytes, status: str) -> Message:
+    def result_message(
+        self, envelope: TaskEnvelope, data: bytes, status: str = "succeeded"
+    ) -> Message:
+        """The publish that stores an outcome (the first one wins, when stored)."""
         headers = {H_ID: envelope.id, H_TASK: envelope.task, H_STATUS: status}
         if envelope.store_result:
             headers[EXPECTED_LAST_SUBJECT_SEQUENCE] = "0"
@@ -143,22 +146,22 @@ class Settler:
 
     @staticmethod
     def can_succeed_later(envelope: TaskEnvelope) -> bool:
-        """Whether `succeed_later` applies: the outcome is a result stored in the results
-        stream (not a DAG step's, not a result only pushed to live awaiters)."""
+        """Whether a result may be settled by `succeed_later`: it is stored in the results
+        stream (not a result only pushed to live awaiters, not a DAG step's)."""
         return envelope.publish_result and envelope.store_result
 
     def succeed_later(
         self,
         delivery: Delivery,
         envelope: TaskEnvelope,
-        data: bytes,
+        message: Message,
         done: Callable[[bool], None],
     ) -> None:
-        """`succeed` without waiting for the server: the broker acks once the result is
-        stored (or the task had an outcome already) and naks for another try after
-        ``retry_delay`` if it cannot be stored. ``done(acked)`` runs after, on the trio
-        thread, between tasks."""
-        message = self._result_message(envelope, data, "succeeded")
+        """`succeed` without waiting for the server: publish ``message`` (the stored result,
+        or a DAG step's outcome record; both written only if none is there yet) and let the
+        broker ack once it is stored or an outcome was there already, or nak for another
+        try if it cannot be stored. ``done(acked)`` runs after, on the trio thread, between
+        tasks."""
 
         def settled(error: BaseException | None) -> None:
             if error is not None and not isinstance(error, WrongLastSequence):

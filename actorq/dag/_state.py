@@ -264,15 +264,18 @@ class DagStore:
     async def create(self, key: str, record: Any) -> int:
         """Write a key that was never written (a publish expecting no revision: a key that was
         deleted stays refused). Raises `KeyExists`."""
-        message = Message(
+        try:
+            return (await self.broker.publish(self.create_message(key, record))).seq
+        except WrongLastSequence:
+            raise KeyExists(f"key {key!r} already exists in {self.bucket!r}") from None
+
+    def create_message(self, key: str, record: Any) -> Message:
+        """The publish that writes ``key`` only if it was never written (see `create`)."""
+        return Message(
             f"$KV.{self.bucket}.{validate_key(key)}",
             encode(record),
             {EXPECTED_LAST_SUBJECT_SEQUENCE: "0"},
         )
-        try:
-            return (await self.broker.publish(message)).seq
-        except WrongLastSequence:
-            raise KeyExists(f"key {key!r} already exists in {self.bucket!r}") from None
 
     async def put(self, key: str, record: Any) -> int:
         return await self.broker.kv_put(self.bucket, key, encode(record))

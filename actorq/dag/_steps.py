@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from .._app import App
     from .._execution import Outcome
     from .._wire import TaskEnvelope
+    from ..broker import Message
     from ._state import DagStore
 
 logger = logging.getLogger("actorq.dag")
@@ -99,6 +100,36 @@ class StepOutcomes:
                 logger.warning("step %s of run %s: attempt %d not noted: %s", step_id, run_id,
                                attempt, exc)  # fmt: skip
             return
+        record = self._outcome(envelope, step_id, generation, attempt, outcome, now)
+        try:
+            await self.store.create(outcome_key(run_id, step_id), record)
+        except KeyExists:
+            logger.info("step %s of run %s already has an outcome; this one (attempt %d) is"
+                        " dropped", step_id, run_id, attempt)  # fmt: skip
+
+    def success_message(self, envelope: TaskEnvelope, attempt: int, value: Any) -> Message | None:
+        """The message that creates a succeeded step's outcome record, for a caller that
+        publishes it and settles the task message by its PubAck (first outcome wins there
+        too); None when the step's headers are malformed (`settle` reports that)."""
+        run_id, step_id = envelope.headers[H_DAG], envelope.headers[H_STEP]
+        try:
+            check_ids(run_id, step_id)
+        except ValueError:
+            return None
+        generation = _int(envelope.headers.get(H_GENERATION))
+        now = self.store.broker.now()
+        record = self._outcome(envelope, step_id, generation, attempt, Succeeded(value), now)
+        return self.store.create_message(outcome_key(run_id, step_id), record)
+
+    def _outcome(
+        self,
+        envelope: TaskEnvelope,
+        step_id: str,
+        generation: int,
+        attempt: int,
+        outcome: Outcome,
+        now: float,
+    ) -> StepOutcome:
         record = StepOutcome(
             step=step_id,
             task=envelope.task,
@@ -109,17 +140,12 @@ class StepOutcomes:
             finished_at=now,
         )
         if isinstance(outcome, Succeeded):
-            record = attrs.evolve(record, result=to_json(outcome.value))
-        elif isinstance(outcome, Cancelled):
-            record = attrs.evolve(record, status=StepStatus.CANCELLED, error=StepError("cancelled"))
-        else:
-            error = StepError(outcome.error.kind, truncate_message(outcome.error.message))
-            record = attrs.evolve(record, status=StepStatus.FAILED, error=error)
-        try:
-            await self.store.create(outcome_key(run_id, step_id), record)
-        except KeyExists:
-            logger.info("step %s of run %s already has an outcome; this one (attempt %d) is"
-                        " dropped", step_id, run_id, attempt)  # fmt: skip
+            return attrs.evolve(record, result=to_json(outcome.value))
+        if isinstance(outcome, Cancelled):
+            return attrs.evolve(record, status=StepStatus.CANCELLED, error=StepError("cancelled"))
+        assert isinstance(outcome, Failed)
+        error = StepError(outcome.error.kind, truncate_message(outcome.error.message))
+        return attrs.evolve(record, status=StepStatus.FAILED, error=error)
 
 
 def _int(text: str | None) -> int:

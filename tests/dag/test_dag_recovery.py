@@ -13,6 +13,7 @@ from dagtools import FAST, dag_worker
 import actorq
 from actorq import BrokerError, RetryPolicy, RunStatus, StepStatus
 from actorq._execution import Failed, Succeeded
+from actorq.broker import Message
 
 
 async def test_the_sweep_schedules_a_step_stranded_while_no_leader_existed(
@@ -105,7 +106,8 @@ async def test_a_step_whose_message_keeps_disappearing_fails_as_lost(
 
 
 class FailingOnce:
-    """A step hook that fails to persist the first final outcome, then works."""
+    """A step hook that fails to persist the first final outcome (through either way of
+    recording it), then works."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -122,6 +124,14 @@ class FailingOnce:
             self.failures += 1
             raise BrokerError("the KV store is unreachable")
         await self.inner.settle(envelope, attempt, outcome)
+
+    def success_message(self, envelope: Any, attempt: int, value: Any) -> Message | None:
+        # A success is recorded by a publish whose PubAck settles the message: no stream
+        # listens on this subject, so the first one is refused and the message naked.
+        if not self.failures:
+            self.failures += 1
+            return Message("nowhere.for.this.outcome", b"{}")
+        return self.inner.success_message(envelope, attempt, value)  # type: ignore[no-any-return]
 
 
 async def test_an_outcome_that_fails_to_persist_is_not_acked(
