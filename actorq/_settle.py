@@ -3,7 +3,8 @@
 The order of effects is what makes the queue safe (see docs/architecture.md):
 
 - success: store the result, then ack — a crash in between runs the task again, never loses
-  it. Results are stored with "no result on this subject yet" as an expectation, so the first
+  it. (`succeed_later` keeps that order without a task waiting: the broker acks when the
+  result's PubAck arrives.) Results are stored with "no result on this subject yet" as an expectation, so the first
   outcome of a task wins: a re-run after such a crash, or a worker finishing a task that was
   just cancelled, cannot overwrite it;
 - retry: a short delay naks with that delay; a long one acks and republishes the message as a
