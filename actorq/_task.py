@@ -50,9 +50,15 @@ class Task(Generic[P, R]):
         names = tuple(self.signature.parameters) if plain and self.signature else None
         object.__setattr__(self, "_positional", names)
 
-    def _binds_positionally(self, args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
+    def positional_binding(
+        self, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> tuple[str, ...] | None:
+        """The names ``args`` bind to when the call passes every parameter positionally and
+        each is a plain one (no ``*args``, keyword-only, ...); None otherwise."""
         names = self._positional
-        return names is not None and not kwargs and len(args) == len(names)
+        if names is not None and not kwargs and len(args) == len(names):
+            return names
+        return None
 
     @property
     def return_type(self) -> Any:
@@ -91,9 +97,9 @@ class Task(Generic[P, R]):
         Raises `TypeError` before anything is published: wrong count, unknown keyword, a value
         that does not fit its annotation, or a value that cannot be encoded as JSON.
         """
-        if self._binds_positionally(args, kwargs):
-            assert self._positional is not None
-            for name, value in zip(self._positional, args, strict=True):
+        names = self.positional_binding(args, kwargs)
+        if names is not None:
+            for name, value in zip(names, args, strict=True):
                 self._check_argument(name, value)
         elif self.signature is not None:
             try:
@@ -143,9 +149,8 @@ class Task(Generic[P, R]):
         kwargs: dict[str, Any] = document.get("kwargs", {})
         if self.signature is None:
             return args, kwargs
-        if self._binds_positionally(args, kwargs):
-            assert self._positional is not None
-            names = self._positional
+        names = self.positional_binding(args, kwargs)
+        if names is not None:
             return [
                 self._structure_argument(name, value)
                 for name, value in zip(names, args, strict=True)

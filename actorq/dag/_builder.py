@@ -136,7 +136,11 @@ def build_draft(
         )
     for value in (*args, *kwargs.values()):
         _check_owner(value, owner, step_id)
-    if task.signature is not None:
+    names = task.positional_binding(args, kwargs)
+    if names is not None:
+        for name, value in zip(names, args, strict=True):
+            _refs.check(value, task.hints.get(name, Any), f"{task.name}(): argument {name!r}")
+    elif task.signature is not None:
         try:
             bound = task.signature.bind(*args, **kwargs)
         except TypeError as error:
