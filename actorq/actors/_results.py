@@ -19,7 +19,7 @@ import trio
 
 from .._names import Layout, task_origin
 from .._wire import ResultRecord, decode_result
-from ..broker import Broker, ConnectionState, CoreMessage
+from ..broker import Broker, ConnectionState, CoreMessage, take_ready
 
 logger = logging.getLogger("actorq.results")
 
@@ -100,6 +100,8 @@ class ResultRouter:
             task_status.started(self)
             async for message in messages:
                 self._route(message)
+                for more in take_ready(messages):  # the rest of a burst: no checkpoint each
+                    self._route(more)
 
     def _route(self, message: CoreMessage) -> None:
         task_id = message.subject.rsplit(".", 1)[-1]

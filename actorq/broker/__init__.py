@@ -38,6 +38,7 @@ from ._protocol import (
     StreamConfig as StreamConfig,
     StreamInfo as StreamInfo,
     WatchEvent as WatchEvent,
+    take_ready as take_ready,
 )
 
 _fixup_module_metadata(__name__, globals())

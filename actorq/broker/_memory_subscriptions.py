@@ -138,6 +138,12 @@ class CoreSubscription:
             await self._waker.wait()
         return self._queue.popleft()
 
+    def take_ready(self) -> list[CoreMessage]:
+        """The messages already here, without waiting (see `take_ready`)."""
+        items = list(self._queue)
+        self._queue.clear()
+        return items
+
     async def aclose(self) -> None:
         """End the iteration (for ``contextlib.aclosing``): the subscription closes."""
         self.close()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
@@ -451,3 +451,15 @@ class Broker(Protocol):
     ) -> AbstractAsyncContextManager[AsyncIterator[WatchEvent]]:
         """Existing values (the latest per key, or all revisions with history), then `CaughtUp`,
         then live changes, deletes and purges included."""
+
+
+_T = TypeVar("_T")
+
+
+def take_ready(items: AsyncIterator[_T]) -> list[_T]:
+    """What a subscription or watch (`Broker.subscribe`, `Broker.kv_watch`) has received
+    already, without waiting: a reader that handles a burst takes the rest of it after one
+    ``anext`` instead of one schedule point per item. An iterator that cannot say gives none.
+    """
+    take = getattr(items, "take_ready", None)
+    return take() if take is not None else []

@@ -23,7 +23,7 @@ import trio
 
 from .._errors import BrokerError, FencedOut, KeyExists, WrongRevision
 from ..actors import current_stop_signal
-from ..broker import CaughtUp, WatchEvent
+from ..broker import CaughtUp, WatchEvent, take_ready
 from ._dispatch import Dispatch, Dispatched, dispatch
 from ._model import (
     RunInfo,
@@ -62,13 +62,6 @@ class SchedulerContext:
     store: DagStore
     elector: LeaderElector
     settings: DagSettings
-
-
-def ready(events: AsyncIterator[WatchEvent]) -> list[WatchEvent]:
-    """The events a watch has already received, without waiting (a broker's watch that
-    cannot say gives none: its events then come one ``anext`` at a time)."""
-    take = getattr(events, "take_ready", None)
-    return take() if take is not None else []
 
 
 class DagActor:
@@ -130,7 +123,7 @@ class DagActor:
             # A burst of changes (a fan-out's outcomes) is taken in as one batch and planned
             # once: a plan is a function of the records, so the plans in between add nothing.
             changed = False
-            for item in (event, *ready(events)):
+            for item in (event, *take_ready(events)):
                 if isinstance(item, CaughtUp):
                     caught_up = changed = True
                 elif loaded.apply(item):  # False for the echo of our own writes

@@ -32,6 +32,7 @@ from actorq.broker import (
     Message,
     Retention,
     StreamConfig,
+    take_ready,
 )
 
 pytestmark = pytest.mark.integration
@@ -481,6 +482,23 @@ async def test_plain_subscription_sees_core_and_stream_publishes(
             second = await anext(it)
     assert (first.subject, first.data, first.headers["H"]) == (f"{prefix}.ping", b"core", "v")
     assert (second.subject, second.data) == (f"{prefix}.result.t1", b"stored")
+
+
+async def test_a_subscription_hands_over_what_it_has_without_waiting(
+    broker: Broker, namespace: str
+) -> None:
+    prefix = names(namespace)[1]
+    subjects = [f"{prefix}.burst.{n}" for n in range(5)]
+    received: list[str] = []
+    with trio.fail_after(10):
+        async with broker.subscribe(f"{prefix}.burst.>") as messages:
+            assert take_ready(messages) == []  # nothing yet, and no waiting for it
+            for subject in subjects:
+                await broker.publish_core(Message(subject, b""))
+            while len(received) < len(subjects):
+                received.append((await anext(messages)).subject)
+                received += [message.subject for message in take_ready(messages)]
+    assert received == subjects
 
 
 # --- key-value ----------------------------------------------------------------------------

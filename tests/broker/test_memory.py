@@ -35,6 +35,7 @@ from actorq.broker import (
     Message,
     Retention,
     StreamConfig,
+    take_ready,
 )
 from actorq.broker._memory import MemoryBroker, memory_broker, open_memory_broker
 
@@ -495,3 +496,17 @@ async def test_statistics(broker: MemoryBroker, autojump_clock: trio.testing.Moc
     stats = broker.statistics()
     assert (stats.name, stats.streams, stats.messages, stats.consumers) == (broker.name, 1, 2, 1)
     assert (stats.ack_pending, stats.schedules, stats.openers) == (1, 1, 1)
+
+
+async def test_a_subscription_s_queued_messages_are_taken_at_once(broker: MemoryBroker) -> None:
+    async with broker.subscribe("burst.>") as messages:
+        for n in range(3):
+            await broker.publish_core(Message(f"burst.{n}", b""))
+        first = await anext(messages)
+        rest = take_ready(messages)
+        assert take_ready(messages) == []
+    assert [first.subject] + [message.subject for message in rest] == [
+        "burst.0",
+        "burst.1",
+        "burst.2",
+    ]
