@@ -7,6 +7,14 @@ tracebacks say so too.
 
 from __future__ import annotations
 
+from ._app import App as App
+from ._client import Client as Client, connect as connect
+from ._context import TaskContext as TaskContext, current_task as current_task
+from ._embedded import EmbeddedServer as EmbeddedServer, start_server as start_server
+from ._embedded_cluster import (
+    EmbeddedCluster as EmbeddedCluster,
+    start_cluster as start_cluster,
+)
 from ._errors import (
     ActorError as ActorError,
     ActorGone as ActorGone,
@@ -21,27 +29,16 @@ from ._errors import (
     NotConnected as NotConnected,
     NotFound as NotFound,
     PublishFailed as PublishFailed,
-    SupervisorGaveUp as SupervisorGaveUp,
-    WrongLastSequence as WrongLastSequence,
-    WrongRevision as WrongRevision,
-)
-from ._app import App as App
-from ._client import Client as Client, connect as connect
-from ._context import TaskContext as TaskContext, current_task as current_task
-from ._errors import (
     ResultTimeout as ResultTimeout,
     StepCancelled as StepCancelled,
     StepFailed as StepFailed,
     StepSkipped as StepSkipped,
+    SupervisorGaveUp as SupervisorGaveUp,
     TaskCancelled as TaskCancelled,
     TaskDropped as TaskDropped,
     TaskFailed as TaskFailed,
-)
-from ._retry import (
-    Backoff as Backoff,
-    NoRetry as NoRetry,
-    Retry as Retry,
-    RetryPolicy as RetryPolicy,
+    WrongLastSequence as WrongLastSequence,
+    WrongRevision as WrongRevision,
 )
 from ._handle import TaskHandle as TaskHandle
 from ._middleware import (
@@ -51,20 +48,22 @@ from ._middleware import (
     Settled as Settled,
 )
 from ._periodic import Periodic as Periodic, PeriodicInfo as PeriodicInfo, Schedule as Schedule
+from ._retry import (
+    Backoff as Backoff,
+    NoRetry as NoRetry,
+    Retry as Retry,
+    RetryPolicy as RetryPolicy,
+)
 from ._task import (
     BoundCall as BoundCall,
     Task as Task,
     TaskOptions as TaskOptions,
     remote_task as remote_task,
 )
-from ._embedded import EmbeddedServer as EmbeddedServer, start_server as start_server
-from ._embedded_cluster import (
-    EmbeddedCluster as EmbeddedCluster,
-    start_cluster as start_cluster,
-)
 from ._util import fixup_module_metadata as _fixup_module_metadata
 from ._wire import DeadLetter as DeadLetter, ErrorInfo as ErrorInfo, ResultRecord as ResultRecord
 from ._worker import Worker as Worker, WorkerStatistics as WorkerStatistics
+from .actors import Overflow as Overflow
 from .dag import (
     DAG as DAG,
     DagRun as DagRun,
@@ -74,7 +73,6 @@ from .dag import (
     StepStatus as StepStatus,
     current_dag as current_dag,
 )
-from .actors import Overflow as Overflow
 
 __version__ = "0.1.0"
 

@@ -26,12 +26,12 @@ from ._periodic import Periodic, PeriodicInfo, same_schedule
 from ._streams import app_bucket_configs, app_stream_configs
 from ._task import BoundCall, Task, resolve_task
 from ._wire import H_ID, H_STATUS, H_TASK, ResultRecord, decode_result, task_id_for
-from .dag._client_api import DagApi
-from .kv._client_api import CoordinationApi
 from .actors import ActorRef, ChildSpec, Overflow, Shutdown, Supervisor
 from .actors._outbox import Outbox, Publish, publish_directly
 from .actors._results import ResultRouter
 from .broker import EXPECTED_LAST_SUBJECT_SEQUENCE, Broker, Message, PubAck, open_broker
+from .dag._client_api import DagApi
+from .kv._client_api import CoordinationApi
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -84,4 +84,3 @@ class DeadLetterQueue:
     def _decode(self, stored: StoredMessage) -> DeadLetter:
         letter: DeadLetter = _codec.converter.structure(_codec.loads(stored.data), DeadLetter)
         return attrs.evolve(letter, seq=stored.seq)
-

@@ -31,8 +31,6 @@ from ._names import keyed_task_id
 from ._periodic import H_PERIODIC
 from ._retry import NoRetry, Retry, RetryPolicy, qualified_name
 from ._settle import SETTLE_RETRY_DELAY, ExecutionStatistics, Settler
-from .broker import KvConfig
-from .kv._ratelimit import RateLimiter
 from ._wire import (
     H_ID,
     H_RATE_SLOT,
@@ -44,6 +42,8 @@ from ._wire import (
     parse_task_message,
     queue_of_subject,
 )
+from .broker import KvConfig
+from .kv._ratelimit import RateLimiter
 
 if TYPE_CHECKING:
     from ._app import App

@@ -97,7 +97,9 @@ def chain_dispatch(middleware: Sequence[Middleware], terminal: DispatchNext) -> 
         if type(layer).dispatch is Middleware.dispatch:
             continue  # a pass-through costs nothing
 
-        def wrapped(d: Dispatch, layer: Middleware = layer, inner: DispatchNext = call) -> Awaitable[None]:
+        def wrapped(
+            d: Dispatch, layer: Middleware = layer, inner: DispatchNext = call
+        ) -> Awaitable[None]:
             return layer.dispatch(d, inner)
 
         call = wrapped
@@ -184,18 +186,38 @@ class LoggingMiddleware(Middleware):
         error = outcome.error
         if error is None:
             logger.log(
-                level, "task %s %s attempt %d %s in %.3fs",
-                task.name, task.id, task.attempt, outcome.status, outcome.duration, extra=extra,
+                level,
+                "task %s %s attempt %d %s in %.3fs",
+                task.name,
+                task.id,
+                task.attempt,
+                outcome.status,
+                outcome.duration,
+                extra=extra,
             )
         elif outcome.status == "retried":
             logger.log(
-                level, "task %s %s attempt %d failed in %.3fs, retrying in %.3gs: [%s] %s",
-                task.name, task.id, task.attempt, outcome.duration, outcome.retry_delay,
-                error.kind, error.message, extra=extra,
+                level,
+                "task %s %s attempt %d failed in %.3fs, retrying in %.3gs: [%s] %s",
+                task.name,
+                task.id,
+                task.attempt,
+                outcome.duration,
+                outcome.retry_delay,
+                error.kind,
+                error.message,
+                extra=extra,
             )
         else:
             logger.log(
-                level, "task %s %s attempt %d %s in %.3fs: [%s] %s",
-                task.name, task.id, task.attempt, outcome.status, outcome.duration,
-                error.kind, error.message, extra=extra,
+                level,
+                "task %s %s attempt %d %s in %.3fs: [%s] %s",
+                task.name,
+                task.id,
+                task.attempt,
+                outcome.status,
+                outcome.duration,
+                error.kind,
+                error.message,
+                extra=extra,
             )

@@ -8,8 +8,8 @@ task name may not contain, which keeps the encoding one-to-one).
 
 from __future__ import annotations
 
-import itertools
 import hashlib
+import itertools
 import re
 import secrets
 
@@ -97,9 +97,7 @@ def validate_step_id(step_id: str) -> str:
 def validate_run_id(run_id: str) -> str:
     """Check a DAG run id: 1-64 letters, digits, ``_`` and ``-`` (one KV key token)."""
     if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
-        raise ValueError(
-            f"invalid DAG run id {run_id!r}: use 1-64 letters, digits, '_' or '-'"
-        )
+        raise ValueError(f"invalid DAG run id {run_id!r}: use 1-64 letters, digits, '_' or '-'")
     return run_id
 
 
@@ -153,7 +151,9 @@ class Layout:
         return f"{self.prefix}.task.{validate_queue(queue)}.{_level(priority)}*"
 
     def task_subject(self, queue: str, task_name: str, priority: int = 0) -> str:
-        return f"{self.prefix}.task.{validate_queue(queue)}.{_level(priority)}{task_token(task_name)}"
+        return (
+            f"{self.prefix}.task.{validate_queue(queue)}.{_level(priority)}{task_token(task_name)}"
+        )
 
     def queue_consumer(self, queue: str, priority: int = 0) -> str:
         """The durable consumer shared by every worker of a queue (one per priority level)."""

@@ -78,7 +78,9 @@ def _check_priority(instance: Any, attribute: Any, value: int) -> None:
         )
 
 
-def _check_deadline(instance: Any, attribute: Any, value: dt.datetime | dt.timedelta | None) -> None:
+def _check_deadline(
+    instance: Any, attribute: Any, value: dt.datetime | dt.timedelta | None
+) -> None:
     if isinstance(value, dt.datetime):
         _aware("deadline", value)
     if value is not None and not isinstance(value, dt.datetime | dt.timedelta):
@@ -191,7 +193,9 @@ class TaskOptions:
         if self.at is not None:
             when = self.at.timestamp()
         elif self.delay is not None:
-            seconds = self.delay.total_seconds() if isinstance(self.delay, dt.timedelta) else self.delay
+            seconds = (
+                self.delay.total_seconds() if isinstance(self.delay, dt.timedelta) else self.delay
+            )
             when = now + seconds
         else:
             return None
@@ -210,5 +214,3 @@ def evolve_options(options: TaskOptions, changes: dict[str, Any]) -> TaskOptions
             f" {', '.join(sorted(OPTION_NAMES))}"
         )
     return attrs.evolve(options, **changes)
-
-

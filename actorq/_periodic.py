@@ -103,7 +103,12 @@ def make_periodic(schedule: str | Schedule, task: Task[Any, Any], payload: bytes
         schedule = Schedule(schedule)
     digest = hashlib.sha256(
         b"\x00".join(
-            (task.name.encode(), schedule.expression.encode(), (schedule.time_zone or "").encode(), payload)
+            (
+                task.name.encode(),
+                schedule.expression.encode(),
+                (schedule.time_zone or "").encode(),
+                payload,
+            )
         )
     ).hexdigest()
     return Periodic(id=digest[:32], schedule=schedule, task=task, payload=payload)

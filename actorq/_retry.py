@@ -46,7 +46,9 @@ class Backoff:
             raise ValueError(f"cap must be a finite number >= 0 or None, got {value!r}")
 
     @steps.validator
-    def _check_steps(self, attribute: attrs.Attribute[tuple[float, ...]], value: tuple[float, ...]) -> None:
+    def _check_steps(
+        self, attribute: attrs.Attribute[tuple[float, ...]], value: tuple[float, ...]
+    ) -> None:
         for step in value:
             if not (step >= 0 and math.isfinite(step)):
                 raise ValueError(f"backoff steps must be finite numbers >= 0, got {value!r}")
@@ -108,7 +110,9 @@ class RetryPolicy:
     task at once; names also match subclasses, and survive the trip to a worker."""
 
     @max_attempts.validator
-    def _check_max_attempts(self, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+    def _check_max_attempts(
+        self, attribute: attrs.Attribute[int | None], value: int | None
+    ) -> None:
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ValueError(f"max_attempts must be an int >= 1 or None, got {value!r}")
 

@@ -51,8 +51,6 @@ def app_stream_configs(app: App) -> tuple[StreamConfig, StreamConfig, StreamConf
     )
 
 
-
-
 DAG_HISTORY = 5
 """Revisions kept per key of the DAG bucket: enough to read how a step got where it is."""
 

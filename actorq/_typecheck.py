@@ -17,7 +17,6 @@ import typing
 from typing import Any
 
 
-
 def type_name(annotation: Any) -> str:
     if isinstance(annotation, type) and not typing.get_args(annotation):
         return annotation.__qualname__
@@ -149,4 +148,3 @@ def _generic_mismatch(
     if isinstance(origin, type):
         return _plain_mismatch(value, origin, path)
     return None
-

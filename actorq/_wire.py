@@ -10,8 +10,8 @@ is readable with the ``nats`` CLI and from any language.
 from __future__ import annotations
 
 import base64
-import math
 import datetime as dt
+import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 

@@ -78,9 +78,7 @@ class BareProducer:
 
     async def start(self) -> None:
         await self.window.start()
-        await self.nc.subscribe(
-            self.layout.result_origin_subjects(self.origin), cb=self._on_result
-        )
+        await self.nc.subscribe(self.layout.result_origin_subjects(self.origin), cb=self._on_result)
 
     async def publish(self, on_ack: Callable[[], Awaitable[None]] | None = None) -> str:
         task_id = f"{self.origin}{next(self.ids):020x}"
@@ -173,9 +171,10 @@ async def bridge_round_trips(url: str, namespace: str, rtt: int, warmup: int) ->
     origin = secrets.token_hex(6)
     ids = itertools.count(secrets.randbits(32))
     subject = layout.task_subject(QUEUE, TASK_NAME)
-    async with open_jetstream_broker(url) as broker, broker.subscribe(
-        layout.result_origin_subjects(origin)
-    ) as results:
+    async with (
+        open_jetstream_broker(url) as broker,
+        broker.subscribe(layout.result_origin_subjects(origin)) as results,
+    ):
 
         async def round_trip() -> float:
             task_id = f"{origin}{next(ids):020x}"

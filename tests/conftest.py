@@ -63,7 +63,9 @@ def namespace(request: pytest.FixtureRequest) -> str:
     return f"{base}{next(_namespaces)}"
 
 
-async def _start_script(script: Path, *args: str, ready: bytes = b"ready") -> tuple[trio.Process, bytes]:
+async def _start_script(
+    script: Path, *args: str, ready: bytes = b"ready"
+) -> tuple[trio.Process, bytes]:
     """Start ``python script *args`` and wait (at most 15 s) until its stdout shows ``ready``;
     returns the process and what it printed so far."""
     process = await trio.lowlevel.open_process(

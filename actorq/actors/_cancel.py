@@ -39,7 +39,9 @@ class CancelWatch:
         ``deadline``, so one scope serves a run's timeout too)."""
         return _Running(self, task_id, deadline)
 
-    async def run(self, *, task_status: trio.TaskStatus[CancelWatch] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[CancelWatch] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         started = False
         async with self.broker.kv_watch(self.bucket) as events:
             async for event in events:

@@ -39,7 +39,9 @@ class LeaseKeeper:
     def in_flight(self) -> int:
         return len(self._running)
 
-    async def run(self, *, task_status: trio.TaskStatus[LeaseKeeper] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[LeaseKeeper] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         task_status.started(self)
         async with aclosing(trio_util.periodic(self.interval)) as ticks:
             async for _ in ticks:

@@ -113,8 +113,9 @@ class Outbox:
                 results = await self._publish_messages(messages)
                 break
             except NotConnected:
-                logger.warning("connection lost while publishing %d message(s); will resend",
-                               len(messages))
+                logger.warning(
+                    "connection lost while publishing %d message(s); will resend", len(messages)
+                )
             except Exception as error:
                 for request in live:
                     request.reply.fail(error)

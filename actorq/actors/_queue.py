@@ -91,7 +91,9 @@ class QueueActor:
             return self.share
         return 1 if self.priority == 0 else 0
 
-    async def run(self, *, task_status: trio.TaskStatus[QueueActor] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[QueueActor] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         await self.broker.ensure_consumer(self.stream, self.consumer)
         if self.priority:
             await self._probe()
@@ -191,7 +193,10 @@ class QueueActor:
     async def _reensure_after_reconnect(self) -> None:
         async with aclosing(self.broker.connection.transitions()) as transitions:
             async for state, previous in transitions:
-                if state is ConnectionState.CONNECTED and previous is not ConnectionState.CONNECTING:
+                if (
+                    state is ConnectionState.CONNECTED
+                    and previous is not ConnectionState.CONNECTING
+                ):
                     logger.info(
                         "reconnected: ensuring stream %s and consumer %s",
                         self.stream,

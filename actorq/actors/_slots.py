@@ -18,7 +18,6 @@ from trio_util import AsyncValue
 from ..broker import Delivery
 from ._stop import current_stop_signal
 
-
 STARVATION_BREAK = 4
 """When queues of several priorities wait for slots, every fourth grant goes to the lowest
 one waiting, so a busy high priority never starves the others."""

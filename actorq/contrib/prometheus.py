@@ -31,7 +31,9 @@ class PrometheusMiddleware(Middleware):
         prefix: Prefix of every metric name.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None, *, prefix: str = "actorq") -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, prefix: str = "actorq"
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
 
         def counter(name: str, help_text: str) -> Counter:

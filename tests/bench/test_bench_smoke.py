@@ -27,6 +27,10 @@ def test_the_task_benchmark_runs() -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    for row in ("enqueue, `enqueue_many` batches", "end-to-end, one worker process",
-                "round trip p50", "round trip p99"):
+    for row in (
+        "enqueue, `enqueue_many` batches",
+        "end-to-end, one worker process",
+        "round trip p50",
+        "round trip p99",
+    ):
         assert f"| {row} |" in done.stdout, done.stdout

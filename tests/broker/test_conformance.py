@@ -605,9 +605,7 @@ async def test_kv_watch_yields_existing_values_then_live_changes(
     ]
 
 
-async def test_kv_watch_with_history_yields_every_revision(
-    broker: Broker, namespace: str
-) -> None:
+async def test_kv_watch_with_history_yields_every_revision(broker: Broker, namespace: str) -> None:
     await broker.ensure_kv(KvConfig(bucket=namespace, history=5))
     for value in (b"1", b"2", b"3"):
         await broker.kv_put(namespace, "k", value)

@@ -70,7 +70,9 @@ def metric(text: str, name: str, task: str) -> float:
 
 async def test_prometheus_counts_outcomes_and_serves_them(memory_url: str, namespace: str) -> None:
     metrics = PrometheusMiddleware()
-    app = actorq.App(namespace, default_retry=RetryPolicy(max_attempts=2, backoff=Backoff.constant(0.01)))
+    app = actorq.App(
+        namespace, default_retry=RetryPolicy(max_attempts=2, backoff=Backoff.constant(0.01))
+    )
     app.use(metrics)
     calls = 0
 

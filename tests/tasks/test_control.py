@@ -150,9 +150,11 @@ async def test_a_running_task_is_cancelled_where_it_runs_and_not_retried(
             saw_cancel.append(trio.current_time())
             raise
 
-    async with actorq.connect(app, memory_url) as producer, actorq.connect(
-        app, memory_url
-    ) as elsewhere, running_worker(elsewhere):
+    async with (
+        actorq.connect(app, memory_url) as producer,
+        actorq.connect(app, memory_url) as elsewhere,
+        running_worker(elsewhere),
+    ):
         handle = await producer.enqueue(crunch)
         await started.wait()
         await trio.sleep(10)
@@ -195,9 +197,12 @@ async def test_a_concurrency_key_is_never_exceeded_across_two_workers(
         await trio.sleep(1)
         running[account] -= 1
 
-    async with actorq.connect(app, memory_url) as one, actorq.connect(
-        app, memory_url
-    ) as two, running_worker(one, concurrency=8), running_worker(two, concurrency=8):
+    async with (
+        actorq.connect(app, memory_url) as one,
+        actorq.connect(app, memory_url) as two,
+        running_worker(one, concurrency=8),
+        running_worker(two, concurrency=8),
+    ):
         handles = [
             await one.enqueue(
                 sync_account.options(concurrency_key=f"acct-{n % 2}", concurrency_limit=2),
@@ -312,9 +317,12 @@ async def test_periodic_tasks_fire_once_per_tick_across_workers_and_can_be_remov
         ticks.append(trio.current_time())
 
     periodic = app.periodic("*/10 * * * * *", heartbeat, "cron")
-    async with actorq.connect(app, memory_url) as one, actorq.connect(
-        app, memory_url
-    ) as two, running_worker(one), running_worker(two):
+    async with (
+        actorq.connect(app, memory_url) as one,
+        actorq.connect(app, memory_url) as two,
+        running_worker(one),
+        running_worker(two),
+    ):
         [installed] = await one.periodic_schedules()
         assert (installed.id, installed.schedule, installed.task) == (
             periodic.id,

@@ -65,9 +65,7 @@ async def test_a_cron_schedule_fires_once_per_tick_with_two_worker_processes(
     script = Path(__file__).with_name("periodic_worker.py")
     log = tmp_path / "ticks.log"
     with trio.fail_after(20):
-        workers = [
-            (await start_script(script, nats_url, namespace, str(log)))[0] for _ in range(2)
-        ]
+        workers = [(await start_script(script, nats_url, namespace, str(log)))[0] for _ in range(2)]
         try:
             while len(log.read_text().splitlines()) < 4:
                 await trio.sleep(0.2)

@@ -37,9 +37,12 @@ async def test_a_rate_limited_task_never_exceeds_its_rate_on_two_workers(
         return n
 
     limited = report.options(rate_limit="10/s")
-    async with actorq.connect(app, memory_url) as one, actorq.connect(
-        app, memory_url
-    ) as two, running_worker(one, concurrency=8), running_worker(two, concurrency=8):
+    async with (
+        actorq.connect(app, memory_url) as one,
+        actorq.connect(app, memory_url) as two,
+        running_worker(one, concurrency=8),
+        running_worker(two, concurrency=8),
+    ):
         begin = trio.current_time()
         handles = await one.enqueue_many(limited.bind(n) for n in range(50))
         results = [await handle.result() for handle in handles]
@@ -71,9 +74,7 @@ async def test_two_worker_processes_keep_a_rate_of_twenty_per_second(
         rate_limit="20/s"
     )
     with trio.fail_after(30):
-        workers = [
-            (await start_script(script, nats_url, namespace, str(log)))[0] for _ in range(2)
-        ]
+        workers = [(await start_script(script, nats_url, namespace, str(log)))[0] for _ in range(2)]
         try:
             async with actorq.connect(app, nats_url) as client:
                 handles = await client.enqueue_many(call_partner.bind(n) for n in range(200))

@@ -24,9 +24,13 @@ async def test_a_worker_pauses_while_the_server_is_down_and_resumes_after(
         return label
 
     with trio.fail_after(30):
-        async with actorq.start_server() as server, actorq.connect(
-            app, server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2
-        ) as client, running_worker(client) as worker:
+        async with (
+            actorq.start_server() as server,
+            actorq.connect(
+                app, server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2
+            ) as client,
+            running_worker(client) as worker,
+        ):
             assert await client.call(note, "before") == "before"
             await server.stop()
             await worker.ready.wait_value(False)

@@ -17,7 +17,6 @@ import actorq
 from actorq import Backoff, RetryPolicy
 from actorq._wire import H_ID, H_TASK
 from actorq.broker import MSG_ID, Message
-
 from actorq.testing import running_worker
 
 

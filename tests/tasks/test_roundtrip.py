@@ -11,7 +11,6 @@ import trio
 import trio.testing
 
 import actorq
-
 from actorq.testing import running_worker
 
 
@@ -44,7 +43,10 @@ def build_app(namespace: str) -> tuple[actorq.App, Any]:
 
     @app.task
     def blocking(value: int) -> dict[str, Any]:
-        return {"value": value * 2, "in_thread": threading.current_thread() is not threading.main_thread()}
+        return {
+            "value": value * 2,
+            "in_thread": threading.current_thread() is not threading.main_thread(),
+        }
 
     @app.task
     async def whoami() -> dict[str, Any]:
@@ -138,9 +140,10 @@ async def test_a_result_can_be_awaited_by_id_from_another_client(
 ) -> None:
     app, t = build_app(namespace)
     with trio.fail_after(20):
-        async with actorq.connect(app, queue_url) as producer, actorq.connect(
-            app, queue_url
-        ) as other:
+        async with (
+            actorq.connect(app, queue_url) as producer,
+            actorq.connect(app, queue_url) as other,
+        ):
             early = await producer.enqueue(t.add, 2, 3)
             waiting = other.handle(early.id, t.add)
             async with trio.open_nursery() as nursery:
@@ -170,5 +173,6 @@ async def test_enqueue_by_name_without_the_code(queue_url: str, namespace: str) 
                 assert await handle.result(timeout=10) == 42
                 media = actorq.remote_task(t.resize.name, queue="media", returns=str)
                 async with running_worker(worker_client, queues=["media"]):
-                    assert await (await producer.enqueue(media, "b")).result(timeout=10) == "resized:b"
-
+                    assert (
+                        await (await producer.enqueue(media, "b")).result(timeout=10) == "resized:b"
+                    )

@@ -11,7 +11,6 @@ import trio.testing
 import actorq
 from actorq import Backoff, Overflow, RetryPolicy
 from actorq.broker import ConsumerConfig, open_broker
-
 from actorq.testing import running_worker
 
 
