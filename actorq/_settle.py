@@ -3,10 +3,10 @@
 The order of effects is what makes the queue safe (see docs/architecture.md):
 
 - success: store the result, then ack — a crash in between runs the task again, never loses
-  it. (`succeed_later` keeps that order without a task waiting: the broker acks when the
-  result's PubAck arrives.) Results are stored with "no result on this subject yet" as an expectation, so the first
-  outcome of a task wins: a re-run after such a crash, or a worker finishing a task that was
-  just cancelled, cannot overwrite it;
+  it (`succeed_later` keeps that order without a task waiting: the broker acks when the
+  result's PubAck arrives). Results are stored with "no result on this subject yet" as an
+  expectation, so the first outcome of a task wins: a re-run after such a crash, or a worker
+  finishing a task that was just cancelled, cannot overwrite it;
 - retry: a short delay naks with that delay; a long one acks and republishes the message as a
   server-side schedule carrying the attempt count, so a waiting retry never holds a place in
   ``max_ack_pending``. Deferring (a busy concurrency key, a rate limit) republishes the same
