@@ -436,9 +436,10 @@ class Executor:
     ) -> Message | None:
         """The publish that records a success, when the delivery may be settled by its PubAck:
         a stored result, or a DAG step's outcome. (Not a step with an idempotency key: its
-        key would be remembered before its outcome is recorded.)"""
+        key would be remembered before its outcome is recorded; nor one that also publishes a
+        result, which the scheduler never dispatches.)"""
         if steps is not None:
-            if envelope.idempotency_key is not None:
+            if envelope.idempotency_key is not None or envelope.publish_result:
                 return None
             return steps.success_message(envelope, attempt, value)
         if not self.settler.can_succeed_later(envelope):
