@@ -130,22 +130,27 @@ class StepOutcomes:
         outcome: Outcome,
         now: float,
     ) -> StepOutcome:
-        record = StepOutcome(
+        result: Any = None
+        error: StepError | None = None
+        if isinstance(outcome, Succeeded):
+            status, result = StepStatus.DONE, to_json(outcome.value)
+        elif isinstance(outcome, Cancelled):
+            status, error = StepStatus.CANCELLED, StepError("cancelled")
+        else:
+            assert isinstance(outcome, Failed)
+            status = StepStatus.FAILED
+            error = StepError(outcome.error.kind, truncate_message(outcome.error.message))
+        return StepOutcome(
             step=step_id,
             task=envelope.task,
-            status=StepStatus.DONE,
+            status=status,
             generation=generation,
             attempts=attempt,
+            result=result,
+            error=error,
             worker=self.worker_id,
             finished_at=now,
         )
-        if isinstance(outcome, Succeeded):
-            return attrs.evolve(record, result=to_json(outcome.value))
-        if isinstance(outcome, Cancelled):
-            return attrs.evolve(record, status=StepStatus.CANCELLED, error=StepError("cancelled"))
-        assert isinstance(outcome, Failed)
-        error = StepError(outcome.error.kind, truncate_message(outcome.error.message))
-        return attrs.evolve(record, status=StepStatus.FAILED, error=error)
 
 
 def _int(text: str | None) -> int:
