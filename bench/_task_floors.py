@@ -41,6 +41,14 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def latency_figures(latencies: list[float], prefix: str = "") -> Figures:
+    """The p50 and p99 of round-trip times, named ``<prefix>p50`` and ``<prefix>p99``."""
+    return {
+        f"{prefix}p50": percentile(latencies, 0.50),
+        f"{prefix}p99": percentile(latencies, 0.99),
+    }
+
+
 def task_headers(task_id: str) -> dict[str, str]:
     """The headers actorq puts on a fresh task message."""
     return {
@@ -151,11 +159,7 @@ async def bare_through_worker(url: str, namespace: str, n: int, rtt: int, warmup
         await producer.window.drained()
         end_to_end = n / (time.perf_counter() - started)
         latencies = [await round_trip() for _ in range(rtt)]
-        return {
-            "end_to_end": end_to_end,
-            "p50": percentile(latencies, 0.50),
-            "p99": percentile(latencies, 0.99),
-        }
+        return {"end_to_end": end_to_end} | latency_figures(latencies)
     finally:
         await nc.close()
 
@@ -188,4 +192,4 @@ async def bridge_round_trips(url: str, namespace: str, rtt: int, warmup: int) ->
         for _ in range(warmup):
             await round_trip()
         latencies = [await round_trip() for _ in range(rtt)]
-    return {"bridge_p50": percentile(latencies, 0.50), "bridge_p99": percentile(latencies, 0.99)}
+    return latency_figures(latencies, "bridge_")

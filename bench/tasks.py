@@ -50,7 +50,7 @@ from _task_floors import (  # noqa: E402
     bare_enqueue,
     bare_through_worker,
     bridge_round_trips,
-    percentile,
+    latency_figures,
 )
 from _task_worker import QUEUE, bench_app  # noqa: E402
 
@@ -192,11 +192,7 @@ async def actorq_through_worker(
                         assert await handle.result() is None
         end_to_end = n / (time.perf_counter() - started)
         latencies = [await round_trip() for _ in range(rtt)]
-        return {
-            "end_to_end": end_to_end,
-            "p50": percentile(latencies, 0.50),
-            "p99": percentile(latencies, 0.99),
-        }
+        return {"end_to_end": end_to_end} | latency_figures(latencies)
 
 
 def actorq_round(url: str, args: argparse.Namespace) -> Figures:
