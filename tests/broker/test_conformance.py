@@ -74,6 +74,12 @@ async def fetch_one(broker: Broker, stream: str, *, expires: float = 5.0):  # ty
     return got[0]
 
 
+async def until_empty(broker: Broker, stream: str) -> None:
+    """Poll the server until ``stream`` holds nothing (acks of a work queue took effect)."""
+    while (await broker.stream_info(stream)).messages:
+        await trio.sleep(0.01)
+
+
 # --- streams and publishing ---------------------------------------------------------------
 
 
@@ -182,8 +188,7 @@ async def test_ack_removes_the_message_from_a_work_queue(broker: Broker, namespa
     with trio.fail_after(10):
         delivery = await fetch_one(broker, stream)
         await broker.ack(delivery)
-        while (await broker.stream_info(stream)).messages:
-            await trio.sleep(0.01)
+        await until_empty(broker, stream)
         info = await broker.consumer_info(stream, "workers")
     assert (info.num_pending, info.num_ack_pending) == (0, 0)
 
@@ -261,8 +266,7 @@ async def test_publish_then_settle_acks_once_the_message_is_stored(
         error = await _settle_after_publish(
             broker, delivery, Message(f"{prefix}.out.a", b"result", first)
         )
-        while (await broker.stream_info(stream)).messages:
-            await trio.sleep(0.01)
+        await until_empty(broker, stream)
         stored = await broker.get_last(f"{namespace.upper()}_OUT", f"{prefix}.out.a")
     assert error is None
     assert stored is not None and stored.data == b"result"
@@ -281,8 +285,7 @@ async def test_publish_then_settle_acks_when_an_outcome_is_stored_already(
         error = await _settle_after_publish(
             broker, delivery, Message(f"{prefix}.out.a", b"later", first)
         )
-        while (await broker.stream_info(stream)).messages:
-            await trio.sleep(0.01)
+        await until_empty(broker, stream)
         stored = await broker.get_last(f"{namespace.upper()}_OUT", f"{prefix}.out.a")
     assert isinstance(error, WrongLastSequence)
     assert stored is not None and stored.data == b"earlier"
