@@ -76,9 +76,8 @@ class StepOutcomes:
         Raises:
             Exception: the write failed (the message must not be settled).
         """
-        run_id, step_id = envelope.headers[H_DAG], envelope.headers[H_STEP]
         try:
-            check_ids(run_id, step_id)
+            run_id, step_id = _step_ids(envelope)
         except ValueError as exc:
             logger.error(
                 "task %s: malformed DAG headers, outcome not recorded: %s", envelope.id, exc
@@ -100,7 +99,7 @@ class StepOutcomes:
                 logger.warning("step %s of run %s: attempt %d not noted: %s", step_id, run_id,
                                attempt, exc)  # fmt: skip
             return
-        record = self._outcome(envelope, step_id, generation, attempt, outcome, now)
+        record = self._outcome(envelope, step_id, attempt, outcome, now)
         try:
             await self.store.create(outcome_key(run_id, step_id), record)
         except KeyExists:
@@ -111,21 +110,18 @@ class StepOutcomes:
         """The message that creates a succeeded step's outcome record, for a caller that
         publishes it and settles the task message by its PubAck (first outcome wins there
         too); None when the step's headers are malformed (`settle` reports that)."""
-        run_id, step_id = envelope.headers[H_DAG], envelope.headers[H_STEP]
         try:
-            check_ids(run_id, step_id)
+            run_id, step_id = _step_ids(envelope)
         except ValueError:
             return None
-        generation = _int(envelope.headers.get(H_GENERATION))
         now = self.store.broker.now()
-        record = self._outcome(envelope, step_id, generation, attempt, Succeeded(value), now)
+        record = self._outcome(envelope, step_id, attempt, Succeeded(value), now)
         return self.store.create_message(outcome_key(run_id, step_id), record)
 
     def _outcome(
         self,
         envelope: TaskEnvelope,
         step_id: str,
-        generation: int,
         attempt: int,
         outcome: Outcome,
         now: float,
@@ -144,13 +140,20 @@ class StepOutcomes:
             step=step_id,
             task=envelope.task,
             status=status,
-            generation=generation,
+            generation=_int(envelope.headers.get(H_GENERATION)),
             attempts=attempt,
             result=result,
             error=error,
             worker=self.worker_id,
             finished_at=now,
         )
+
+
+def _step_ids(envelope: TaskEnvelope) -> tuple[str, str]:
+    """The run and step a step's task message names. Raises `ValueError` when malformed."""
+    run_id, step_id = envelope.headers[H_DAG], envelope.headers[H_STEP]
+    check_ids(run_id, step_id)
+    return run_id, step_id
 
 
 def _int(text: str | None) -> int:
