@@ -43,11 +43,12 @@ class Task(Generic[P, R]):
     positionally, needs no `inspect.Signature.bind` (the common case, on both sides)."""
 
     def __attrs_post_init__(self) -> None:
-        parameters = self.signature.parameters.values() if self.signature is not None else None
-        plain = parameters is not None and all(
-            parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for parameter in parameters
-        )
-        names = tuple(self.signature.parameters) if plain and self.signature else None
+        names = None
+        if self.signature is not None and all(
+            parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+            for parameter in self.signature.parameters.values()
+        ):
+            names = tuple(self.signature.parameters)
         object.__setattr__(self, "_positional", names)
 
     def positional_binding(
